@@ -1,0 +1,142 @@
+# The light controller: wires the board, the light, the button and the links.
+import asyncio
+import os
+import sys
+
+import board
+import clock
+import config
+import light
+from button import Button
+from serial_link import SerialLink
+
+VERSION = "0.1.0"
+
+
+class App:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        b = cfg["board"]
+        t = b.get("ticks")
+        if t:
+            clock.emulate(t.get("period"), t.get("start"))
+        self.bdef = b
+        self.device_id = cfg["device_id"]
+        self.light = light.Light(board.output(b))
+        self.boot_id = "%02x%02x" % tuple(os.urandom(2))
+        self.local_n = 0
+        self.serial = SerialLink(self)
+        self.mqtt = None
+        self.links = [self.serial]
+        if cfg.get("mqtt"):
+            from mqtt_link import MqttLink
+
+            self.mqtt = MqttLink(self, cfg)
+            self.links = [self.mqtt, self.serial]  # MQTT first: the user's view
+        self.button = None
+        bp = board.button_pin(b)
+        if bp is not None:
+            bd = b["button"]
+            self.button = Button(
+                bp,
+                bool(bd.get("active_low", True)),
+                bd.get("debounce_ms", 30),
+                self.on_button,
+                board.button_irq,
+                board.Flag,
+            )
+
+    def new_id(self, prefix):
+        self.local_n += 1
+        return "%s-%s-%d" % (prefix, self.boot_id, self.local_n)
+
+    def mqtt_status(self):
+        return self.mqtt.status() if self.mqtt else "disabled"
+
+    async def command(self, origin, src, cmd_id, state, bri, t_rx):
+        """Apply a validated command and report it, origin first."""
+        body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx)
+        await origin.report(body)
+        for link in self.links:
+            if link is not origin:
+                await link.report(body)
+
+    async def on_button(self, t_edge):
+        # Local first: the pin is written before any network is touched.
+        body = self.light.toggle(self.new_id("button"), t_edge)
+        for link in self.links:
+            await link.report(body)
+
+    def press(self):
+        """A button press requested over the serial link."""
+        btn = self.button
+        if btn is None:
+            return False
+        if board.press is not None:
+            asyncio.create_task(board.press(btn.pin, btn.active_low))
+        else:
+            btn.inject()
+        return True
+
+    def info_json(self, cmd_id, mem_free, mem_alloc):
+        return (
+            '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
+            '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
+            '"mqtt":"%s","simulated":%s}'
+            % (
+                cmd_id or "",
+                VERSION,
+                self.bdef.get("name", "?"),
+                sys.platform,
+                self.device_id,
+                self.cfg["base_topic"],
+                clock.PERIOD,
+                clock.now(),
+                mem_free,
+                mem_alloc,
+                self.mqtt_status(),
+                "true" if board.SIMULATED else "false",
+            )
+        )
+
+    def boot_json(self):
+        return '{"ev":"boot","version":"%s","board":"%s","device_id":"%s","ticks_period":%d,"ticks":%d}' % (
+            VERSION,
+            self.bdef.get("name", "?"),
+            self.device_id,
+            clock.PERIOD,
+            clock.now(),
+        )
+
+    async def _mqtt(self):
+        while not await board.network_up(self.cfg):
+            self.serial.status("wifi", "down")
+            await asyncio.sleep(5)
+        await self.mqtt.client.run()
+
+    async def run(self):
+        self.serial.write(self.boot_json())
+        tasks = [asyncio.create_task(self.serial.run())]
+        if self.button:
+            tasks.append(asyncio.create_task(self.button.run()))
+        if self.mqtt:
+            tasks.append(asyncio.create_task(self._mqtt()))
+        await asyncio.gather(*tasks)
+
+    def close(self):
+        if self.mqtt:
+            self.mqtt.client._close()
+
+
+def main(path=None):
+    try:
+        cfg = config.load(path)
+    except Exception as e:
+        print('{"ev":"fatal","code":"config","msg":"%s: %s"}' % (type(e).__name__, path or config.path()))
+        return
+    a = App(cfg)
+    try:
+        asyncio.run(a.run())
+    finally:
+        a.close()
+        asyncio.new_event_loop()
