@@ -34,6 +34,7 @@ class App:
             self.mqtt = MqttLink(self, cfg)
             self.links = [self.mqtt, self.serial]  # MQTT first: the user's view
         self.button = None
+        self._press_lock = asyncio.Lock()
         bp = board.button_pin(b)
         if bp is not None:
             bd = b["button"]
@@ -73,10 +74,17 @@ class App:
         if btn is None:
             return False
         if board.press is not None:
-            asyncio.create_task(board.press(btn.pin, btn.active_low))
+            asyncio.create_task(self._sim_press(btn))
         else:
             btn.inject()
         return True
+
+    async def _sim_press(self, btn):
+        # Presses queue up: each is a whole press, hold and release, and the
+        # next starts only once the debouncer has re-armed.
+        async with self._press_lock:
+            await board.press(btn.pin, btn.active_low)
+            await asyncio.sleep_ms(btn.debounce_ms + 5)
 
     def info_json(self, cmd_id, mem_free, mem_alloc):
         return (

@@ -169,8 +169,15 @@ class BrokerInfo:
     @classmethod
     def local(cls, kind: str, port: int, host: str = LOOPBACK) -> BrokerInfo:
         """Info for an anonymous, plain-TCP broker started by the harness."""
-        return cls(kind=kind, host=host, port=port, username=None, password=None, tls=False,
-                   url=_build_url("mqtt", host, port, None, None, redact=False))
+        return cls(
+            kind=kind,
+            host=host,
+            port=port,
+            username=None,
+            password=None,
+            tls=False,
+            url=_build_url("mqtt", host, port, None, None, redact=False),
+        )
 
 
 def parse_broker_url(url: str) -> BrokerInfo:
@@ -197,9 +204,7 @@ def parse_broker_url(url: str) -> BrokerInfo:
         raise ValueError(f"invalid broker URL {shown!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(
-            f"unsupported scheme {parts.scheme!r} in broker URL {shown!r}: expected mqtt:// or mqtts://"
-        )
+        raise ValueError(f"unsupported scheme {parts.scheme!r} in broker URL {shown!r}: expected mqtt:// or mqtts://")
     host = parts.hostname
     if not host:
         raise ValueError(f"broker URL {shown!r} has no host name")
@@ -362,9 +367,7 @@ def find_mosquitto(path: str | None = None) -> str | None:
 def mosquitto_version(executable: str) -> str | None:
     """Version from the first line of ``mosquitto -h`` (None if that fails)."""
     try:
-        proc = subprocess.run(
-            [executable, "-h"], stdin=subprocess.DEVNULL, capture_output=True, timeout=3, check=False
-        )
+        proc = subprocess.run([executable, "-h"], stdin=subprocess.DEVNULL, capture_output=True, timeout=3, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     first_line = (proc.stdout or proc.stderr).decode(errors="replace").strip().splitlines()[:1]
@@ -788,8 +791,7 @@ class AmqttBroker(RunningBroker):
             try:
                 future.result(timeout=3 * self.stop_timeout)
             except concurrent.futures.TimeoutError:
-                log.warning("timed out after %.1fs waiting for the amqtt broker to shut down",
-                            3 * self.stop_timeout)
+                log.warning("timed out after %.1fs waiting for the amqtt broker to shut down", 3 * self.stop_timeout)
             except Exception:
                 log.warning("error while shutting down the amqtt broker", exc_info=True)
             with contextlib.suppress(RuntimeError):  # loop already closed

@@ -29,8 +29,13 @@ class CommandError(RuntimeError):
 REPLY_KIND = {"set": ("change",), "get": ("state",), "ping": ("pong",), "info": ("info",), "press": ("ack",)}
 
 
-def unix_config(board: dict[str, Any], broker: BrokerInfo | None, device_id: str | None = None,
-                base_topic: str = "lightctl", keepalive: int = 30) -> dict[str, Any]:
+def unix_config(
+    board: dict[str, Any],
+    broker: BrokerInfo | None,
+    device_id: str | None = None,
+    base_topic: str = "lightctl",
+    keepalive: int = 30,
+) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "device_id": device_id or f"unix-{secrets.token_hex(3)}",
         "base_topic": base_topic,
@@ -48,8 +53,9 @@ def unix_config(board: dict[str, Any], broker: BrokerInfo | None, device_id: str
 
 
 class Device:
-    def __init__(self, link: SerialLink, board: dict[str, Any], unix: UnixDevice | None = None,
-                 boot_timeout: float = 20.0) -> None:
+    def __init__(
+        self, link: SerialLink, board: dict[str, Any], unix: UnixDevice | None = None, boot_timeout: float = 20.0
+    ) -> None:
         self.link = link
         self.board = board
         self.unix = unix
@@ -59,7 +65,7 @@ class Device:
 
     # -- basic exchange ------------------------------------------------------
     @property
-    def log(self):  # noqa: ANN201 - EventLog
+    def log(self):
         return self.link.log
 
     def request(self, op: str, timeout: float = 5.0, **fields: Any) -> tuple[int, Event]:
@@ -71,7 +77,7 @@ class Device:
         cid = fields.pop("id", None) or self.ids()
         since = self.log.cursor
         t = self.link.send({"op": op, "id": cid, **fields})
-        kinds = REPLY_KIND.get(op, ()) + ("error",)
+        kinds = (*REPLY_KIND.get(op, ()), "error")
         ev = self.log.wait_for(
             lambda e: e.get("id") == cid and e.kind in kinds,
             timeout,
@@ -82,8 +88,9 @@ class Device:
             raise CommandError(ev)
         return t, ev
 
-    def set(self, state: str | None = None, brightness: int | None = None, timeout: float = 5.0,
-            cmd_id: str | None = None) -> Event:
+    def set(
+        self, state: str | None = None, brightness: int | None = None, timeout: float = 5.0, cmd_id: str | None = None
+    ) -> Event:
         fields: dict[str, Any] = {}
         if state is not None:
             fields["state"] = state
@@ -129,8 +136,10 @@ class Device:
         if self.info.get("mqtt") == "connected":
             return
         self.log.wait_for(
-            lambda e: (e.kind == "mqtt" and e.get("status") == "connected")
-            or (e.kind == "info" and e.get("mqtt") == "connected"),
+            lambda e: (
+                (e.kind == "mqtt" and e.get("status") == "connected")
+                or (e.kind == "info" and e.get("mqtt") == "connected")
+            ),
             timeout,
             "the device to report its MQTT connection up",
             since,
@@ -165,9 +174,16 @@ class Device:
             self.unix.cleanup()
 
 
-def open_device(spec: str = "unix", board: str = "unix", broker: BrokerInfo | None = None,
-                micropython: str | None = None, heapsize: str | None = "64k",
-                device_id: str | None = None, keepalive: int = 30, precompile: bool = True) -> Device:
+def open_device(
+    spec: str = "unix",
+    board: str = "unix",
+    broker: BrokerInfo | None = None,
+    micropython: str | None = None,
+    heapsize: str | None = "64k",
+    device_id: str | None = None,
+    keepalive: int = 30,
+    precompile: bool = True,
+) -> Device:
     """Start (``unix``) or attach to (a pyserial URL) a device, ready to use."""
     bdef = boards.load(board)
     if spec == "unix":

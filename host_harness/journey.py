@@ -59,9 +59,18 @@ class Journey:
 def _journey(kind: str, cid: str, t_send: int, ev: Event, period: int) -> Journey:
     d = ev.data
     return Journey(
-        kind=kind, id=cid, seq=int(d["seq"]), state=str(d["state"]), brightness=int(d["brightness"]),
-        src=str(d.get("src", "")), t_send_ns=t_send, t_confirm_ns=ev.host_ns,
-        dev_t_rx=int(d["t_rx"]), dev_t_pin=int(d["t_pin"]), dev_t_tx=int(d["t_tx"]), ticks_period=period,
+        kind=kind,
+        id=cid,
+        seq=int(d["seq"]),
+        state=str(d["state"]),
+        brightness=int(d["brightness"]),
+        src=str(d.get("src", "")),
+        t_send_ns=t_send,
+        t_confirm_ns=ev.host_ns,
+        dev_t_rx=int(d["t_rx"]),
+        dev_t_pin=int(d["t_pin"]),
+        dev_t_tx=int(d["t_tx"]),
+        ticks_period=period,
     )
 
 
@@ -99,8 +108,13 @@ class Journeys:
             cmd["brightness"] = brightness
         return cmd
 
-    def via_mqtt(self, state: str | None = None, brightness: int | None = None,
-                 cmd_id: str | None = None, timeout: float | None = None) -> Journey:
+    def via_mqtt(
+        self,
+        state: str | None = None,
+        brightness: int | None = None,
+        cmd_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Journey:
         """Publish a command on .../set; wait for .../state with its id."""
         import json
 
@@ -119,8 +133,13 @@ class Journeys:
             raise CommandError(ev)
         return _journey("mqtt", cid, t, ev, self.period)
 
-    def via_serial(self, state: str | None = None, brightness: int | None = None,
-                   cmd_id: str | None = None, timeout: float | None = None) -> Journey:
+    def via_serial(
+        self,
+        state: str | None = None,
+        brightness: int | None = None,
+        cmd_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Journey:
         """Send a set command over the serial link; wait for its change event."""
         cid = cmd_id or self.device.ids()
         fields = self._command(state, brightness, cid)

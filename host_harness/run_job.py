@@ -45,8 +45,14 @@ def journeys_table(js: list[Journey]) -> str:
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="unix", help="'unix' (default: spawn the Unix port) or a pyserial URL")
-    p.add_argument("--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc for a serial URL)")
-    p.add_argument("--broker", default=None, help="mqtt://[user:pass@]host[:port]; default: start mosquitto, else amqtt")
+    p.add_argument(
+        "--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc for a serial URL)"
+    )
+    p.add_argument(
+        "--broker",
+        default=None,
+        help="mqtt://[user:pass@]host[:port], mosquitto or amqtt (default: mosquitto if installed)",
+    )
     p.add_argument("--micropython", default=None, help="path of a MicroPython Unix-port executable")
     p.add_argument("--heapsize", default="64k", help="Unix-port heap size (default 64k, ESP32-like)")
 
@@ -111,8 +117,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def write_json(path: Path, done: list[Journey], lost: list[str], checks: list[budget.Check],
-               bdef: dict[str, Any], args: argparse.Namespace) -> None:
+def write_json(
+    path: Path,
+    done: list[Journey],
+    lost: list[str],
+    checks: list[budget.Check],
+    bdef: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
     data = {
         "board": bdef.get("name"),
         "device": args.device,

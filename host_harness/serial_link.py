@@ -8,6 +8,7 @@ text in ``noise`` and never breaks the reader.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -98,9 +99,7 @@ class SerialLink:
 
     def close(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(Exception):
             self.port.close()
-        except Exception:
-            pass
         self._thread.join(timeout=2)
         self.log.close("serial link closed")

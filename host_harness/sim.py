@@ -16,8 +16,9 @@ from .run_job import add_common_options, board_for
 
 def run(args: argparse.Namespace) -> int:
     with start_broker(args.broker) as broker:
-        dev = open_device(args.device, board_for(args), broker.info, args.micropython, args.heapsize,
-                          device_id=args.device_id)
+        dev = open_device(
+            args.device, board_for(args), broker.info, args.micropython, args.heapsize, device_id=args.device_id
+        )
         try:
             b = dev.base
             h, p = broker.info.host, broker.info.port
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"device: {dev.device_id} on {dev.link.url} (board {dev.info.get('board')})")
             print("try:")
             print(f"  mosquitto_sub -h {h} -p {p} -v -t '{b}/#'")
-            print(f"  mosquitto_pub -h {h} -p {p} -t {b}/set -m '{{\"state\":\"ON\",\"brightness\":128,\"id\":\"try-1\"}}'")
+            cmd = '{"state":"ON","brightness":128,"id":"try-1"}'
+            print(f"  mosquitto_pub -h {h} -p {p} -t {b}/set -m '{cmd}'")
             print("device events follow; Ctrl-C to stop")
             sys.stdout.flush()
             cursor = 0

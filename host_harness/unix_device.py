@@ -85,8 +85,14 @@ class UnixDevice:
         env = dict(os.environ, LIGHTCTL_CONFIG=str(self.config_path))
         try:
             self.proc = subprocess.Popen(
-                cmd, stdin=master, stdout=master, stderr=master, env=env,
-                close_fds=True, start_new_session=True, cwd=self.workdir,
+                cmd,
+                stdin=master,
+                stdout=master,
+                stderr=master,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+                cwd=self.workdir,
             )
         finally:
             os.close(master)

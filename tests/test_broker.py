@@ -44,8 +44,9 @@ class Client:
     def __init__(self, info: BrokerInfo, name: str) -> None:
         self.info = info
         self.name = name
-        self.mqtt = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                client_id=f"{name}-{uuid.uuid4().hex[:8]}")
+        self.mqtt = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}"
+        )
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._connected = threading.Event()
         self._subacks: queue.Queue[int] = queue.Queue()
@@ -134,11 +135,19 @@ def assert_not_listening(port: int) -> None:
         ("  mqtt://h:65535  ", "h", 65535, None, None, False, "mqtt://h:65535"),
     ],
 )
-def test_parse_url(url: str, host: str, port: int, user: str | None, password: str | None, tls: bool,
-                   canonical: str) -> None:
+def test_parse_url(
+    url: str, host: str, port: int, user: str | None, password: str | None, tls: bool, canonical: str
+) -> None:
     info = parse_broker_url(url)
     assert (info.kind, info.host, info.port, info.username, info.password, info.tls, info.url) == (
-        "external", host, port, user, password, tls, canonical)
+        "external",
+        host,
+        port,
+        user,
+        password,
+        tls,
+        canonical,
+    )
     assert not info.embedded
     assert parse_broker_url(info.url) == info  # canonical URL round-trips
 
@@ -147,8 +156,14 @@ def test_redaction() -> None:
     info = parse_broker_url("mqtt://user:hunter2@host")
     assert info.redacted_url() == "mqtt://user:***@host:1883"
     assert str(info) == "mqtt://user:***@host:1883"
-    for text in (repr(info), str(info), f"{info}", info.redacted_url(), repr(ExternalBroker(info)),
-                 ExternalBroker(info).describe()):
+    for text in (
+        repr(info),
+        str(info),
+        f"{info}",
+        info.redacted_url(),
+        repr(ExternalBroker(info)),
+        ExternalBroker(info).describe(),
+    ):
         assert "hunter2" not in text
     assert "password='***'" in repr(info)
     assert info.url == "mqtt://user:hunter2@host:1883"  # still usable for connecting
@@ -296,8 +311,13 @@ def test_mosquitto_lifecycle_and_restart(clients: list[Client]) -> None:
         assert broker.tmpdir is not None and broker.log_path is not None
         tmpdir = broker.tmpdir
         conf = (tmpdir / MosquittoBroker.CONF_NAME).read_text()
-        for line in (f"listener {info.port} 127.0.0.1", "allow_anonymous true", "persistence false",
-                     "set_tcp_nodelay true", f"log_dest file {broker.log_path}"):
+        for line in (
+            f"listener {info.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "set_tcp_nodelay true",
+            f"log_dest file {broker.log_path}",
+        ):
             assert line in conf.splitlines()
         assert broker.log_path.exists()
 

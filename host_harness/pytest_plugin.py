@@ -1,0 +1,143 @@
+"""pytest plugin: a broker, a device under test and a journey helper.
+
+Options:
+  --device unix|URL   the Unix port (default) or a board by pyserial URL
+  --board NAME        board definition from boards/ (default: unix / esp32-devkitc)
+  --broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
+  --micropython PATH  a Unix-port executable (default: micropython on PATH)
+  --heapsize SIZE     Unix-port heap (default 64k)
+
+Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
+``device_factory``, ``mqtt`` (a connected host client), ``journey``.
+Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .broker import RunningBroker, start_broker
+from .device import Device, open_device
+from .journey import Journeys
+from .mqtt_client import HostMqtt
+
+
+@dataclass
+class LightctlOptions:
+    device: str
+    board: str
+    broker: str | None
+    micropython: str | None
+    heapsize: str | None
+    timeout: float
+
+    @property
+    def unix(self) -> bool:
+        return self.device == "unix"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("lightctl", "lightctl device under test")
+    g.addoption("--device", default="unix", help="'unix' (spawn the Unix port, default) or a pyserial URL")
+    g.addoption("--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)")
+    g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
+    g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
+    g.addoption("--heapsize", default="64k", help="Unix-port heap size (default 64k)")
+    g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unix_only: needs the Unix-port device; skipped on a board")
+    config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
+
+
+def _options(config: pytest.Config) -> LightctlOptions:
+    device = str(config.getoption("--device"))
+    return LightctlOptions(
+        device=device,
+        board=str(config.getoption("--board") or ("unix" if device == "unix" else "esp32-devkitc")),
+        broker=config.getoption("--broker"),
+        micropython=config.getoption("--micropython"),
+        heapsize=config.getoption("--heapsize"),
+        timeout=float(config.getoption("--lightctl-timeout")),
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    o = _options(config)
+    return f"lightctl: device {o.device}, board {o.board}, broker {o.broker or 'mosquitto if installed, else amqtt'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    o = _options(config)
+    for item in items:
+        if not o.unix and item.get_closest_marker("unix_only"):
+            item.add_marker(pytest.mark.skip(reason=f"needs the Unix-port device; running against {o.device}"))
+        if o.unix and item.get_closest_marker("hardware"):
+            item.add_marker(pytest.mark.skip(reason="needs a real board (--device URL)"))
+
+
+@pytest.fixture(scope="session")
+def lightctl(pytestconfig: pytest.Config) -> LightctlOptions:
+    return _options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def broker(lightctl: LightctlOptions, pytestconfig: pytest.Config) -> Iterator[RunningBroker]:
+    b = start_broker(lightctl.broker)
+    tr = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"lightctl broker: {b.describe()}")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+DeviceFactory = Callable[..., Device]
+
+
+@pytest.fixture
+def device_factory(lightctl: LightctlOptions, broker: RunningBroker) -> Iterator[DeviceFactory]:
+    """Start more devices (Unix port), e.g. with another broker or keepalive."""
+    made: list[Device] = []
+
+    def make(**kw: Any) -> Device:
+        kw.setdefault("broker", broker.info)
+        kw.setdefault("board", lightctl.board)
+        kw.setdefault("micropython", lightctl.micropython)
+        kw.setdefault("heapsize", lightctl.heapsize)
+        spec = kw.pop("spec", lightctl.device)
+        d = open_device(spec, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+@pytest.fixture
+def device(device_factory: DeviceFactory) -> Device:
+    """The device under test, booted and answering on its serial link."""
+    return device_factory()
+
+
+@pytest.fixture
+def mqtt(broker: RunningBroker) -> Iterator[HostMqtt]:
+    c = HostMqtt(broker.info, "test").connect()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions) -> Journeys:
+    """Journeys against ``device``: ``via_mqtt``, ``via_serial``, ``button``."""
+    device.wait_mqtt()
+    return Journeys(device, mqtt, timeout=lightctl.timeout)
