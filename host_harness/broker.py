@@ -646,6 +646,17 @@ def _harness_amqtt_broker_class() -> type[_AmqttBroker]:
             if any(holder.client_id == session.client_id for holder, _qos in holders):
                 await super()._publish_retained_messages_for_subscription(subscription, session)
 
+        async def stream_connected(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        ) -> None:
+            # amqtt leaves Nagle on: small packets then wait ~40 ms for the
+            # peer's delayed ACK. Mosquitto gets set_tcp_nodelay; so does this.
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await super().stream_connected(reader, writer, listener_name)
+
     return HarnessAmqttBroker
 
 

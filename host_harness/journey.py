@@ -77,8 +77,9 @@ def _journey(kind: str, cid: str, t_send: int, ev: Event, period: int) -> Journe
 class Journeys:
     """Drives journeys against one device, over serial and over MQTT."""
 
-    def __init__(self, device: Device, mqtt: HostMqtt | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, device: Device, mqtt: HostMqtt | None = None, timeout: float = 5.0, sub_qos: int = 0) -> None:
         self.device = device
+        self.sub_qos = sub_qos
         self.mqtt = mqtt
         self.timeout = timeout
         self._subscribed = False
@@ -95,7 +96,7 @@ class Journeys:
             raise RuntimeError("this journey needs MQTT, and no broker was given")
         if not self._subscribed:
             for leaf in ("state", "error", "availability", "pong"):
-                self.mqtt.subscribe(self.topic(leaf), qos=1)
+                self.mqtt.subscribe(self.topic(leaf), qos=self.sub_qos)
             self._subscribed = True
         return self.mqtt
 
