@@ -24,8 +24,3 @@ def load(name_or_path: str) -> dict[str, Any]:
         data: dict[str, Any] = json.load(f)
     data.setdefault("name", p.stem)
     return data
-
-
-def budget_ms(board: dict[str, Any]) -> dict[str, float]:
-    """The board's default end-to-end latency budget: percentile name -> ms."""
-    return {str(k): float(v) for k, v in (board.get("budget_ms") or {}).items()}

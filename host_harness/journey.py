@@ -9,12 +9,16 @@ to the transport) come along in the confirmation.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .device import CommandError, Device
 from .events import Event
 from .mqtt_client import HostMqtt
+
+
+SIM_HOLD_MS = 50  # firmware/board_unix.py press(): how long the simulated button is held
 
 
 def ticks_diff(a: int, b: int, period: int) -> int:
@@ -37,10 +41,13 @@ class Journey:
     dev_t_pin: int  # device ticks_us: output pin written
     dev_t_tx: int  # device ticks_us: report handed to the transport
     ticks_period: int
+    t_intended_ns: int | None = None  # open loop: when the schedule meant to send it
 
     @property
     def e2e_ms(self) -> float:
-        return (self.t_confirm_ns - self.t_send_ns) / 1e6
+        """From the intended start (open loop) or the send, to the confirmation."""
+        start = self.t_intended_ns if self.t_intended_ns is not None else self.t_send_ns
+        return (self.t_confirm_ns - start) / 1e6
 
     @property
     def rx_to_pin_ms(self) -> float:
@@ -56,7 +63,7 @@ class Journey:
         return d
 
 
-def _journey(kind: str, cid: str, t_send: int, ev: Event, period: int) -> Journey:
+def journey_from_event(kind: str, cid: str, t_send: int, ev: Event, period: int) -> Journey:
     d = ev.data
     return Journey(
         kind=kind,
@@ -132,7 +139,7 @@ class Journeys:
         )
         if ev.topic == error_t:
             raise CommandError(ev)
-        return _journey("mqtt", cid, t, ev, self.period)
+        return journey_from_event("mqtt", cid, t, ev, self.period)
 
     def via_serial(
         self,
@@ -145,7 +152,7 @@ class Journeys:
         cid = cmd_id or self.device.ids()
         fields = self._command(state, brightness, cid)
         t, ev = self.device.request("set", timeout or self.timeout, **fields)
-        return _journey("serial", cid, t, ev, self.period)
+        return journey_from_event("serial", cid, t, ev, self.period)
 
     def button(self, timeout: float | None = None) -> Journey:
         """Press the button (over serial); wait for the new state on MQTT."""
@@ -160,4 +167,10 @@ class Journeys:
             f"a button state change after seq {last_seq} on {state_t}",
             since,
         )
-        return _journey("button", str(ev.get("id")), t, ev, self.period)
+        j = journey_from_event("button", str(ev.get("id")), t, ev, self.period)
+        # The simulated press holds, releases and lets the debouncer re-arm
+        # before another press can count: wait for that outside the timing,
+        # or the next press would queue behind this one.
+        b = self.device.board.get("button") or {}
+        time.sleep((SIM_HOLD_MS + int(b.get("debounce_ms", 30)) + 15) / 1000.0)
+        return j

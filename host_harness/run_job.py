@@ -1,46 +1,22 @@
-"""The main job: N light journeys over MQTT, a latency table, a verdict."""
+"""The main job: light journeys, a table per journey and hop, a verdict."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
-from pathlib import Path
 from typing import Any
 
-from . import boards, budget, stats
+from . import boards, budgets, report
 from .broker import start_broker
-from .device import open_device
-from .events import WaitTimeout
-from .journey import Journey, Journeys
+from .clock_choice import clock_for
+from .device import Device, open_device
+from .journey import Journeys
+from .load import closed_loop, command_for, open_loop_mqtt
 from .mqtt_client import HostMqtt
 from .progress import Progress
-from .table import render
+from .results import JourneyRun
 
-
-def command_for(i: int, rng: random.Random) -> tuple[str | None, int | None]:
-    """Alternating on/off and brightness changes."""
-    step = i % 4
-    if step == 0:
-        return "ON", None
-    if step == 1:
-        return None, rng.randint(1, 255)
-    if step == 2:
-        return "OFF", None
-    return "ON", rng.randint(1, 255)
-
-
-def journeys_table(js: list[Journey]) -> str:
-    rows: list[list[object]] = []
-    for label, vals in (
-        ("end-to-end: published -> state confirmed on host", [j.e2e_ms for j in js]),
-        ("device: command received -> pin written", [j.rx_to_pin_ms for j in js]),
-        ("device: command received -> report handed to MQTT", [j.rx_to_tx_ms for j in js]),
-    ):
-        s = stats.summary(vals)
-        rows.append([label, s["p50"], s["p90"], s["p99"], s["max"]])
-    return render(["latency (ms)", "p50", "p90", "p99", "max"], rows)
+KINDS = ("mqtt", "serial", "button")
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -61,88 +37,109 @@ def board_for(args: argparse.Namespace) -> str:
     return str(args.board or ("unix" if args.device == "unix" else "esp32-devkitc"))
 
 
+def _kinds(spec: str) -> list[str]:
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown journey kind {bad[0]!r}; choose from {', '.join(KINDS)}")
+    return kinds
+
+
+def measure(dev: Device, mq: HostMqtt, kinds: list[str], args: argparse.Namespace) -> list[JourneyRun]:
+    js = Journeys(dev, mq, timeout=args.timeout)
+    clock, clock_note = clock_for(dev, mq)
+    print(f"clock: {clock_note}")
+    for i in range(args.warmup):
+        st, br = command_for(i, __import__("random").Random(0))
+        js.via_mqtt(st, br)
+    runs = []
+    for kind in kinds:
+        n = args.count if kind != "button" else max(1, min(args.count, args.button_count))
+        bar = Progress(n, f"{kind:>6} journeys")
+        if kind == "mqtt" and args.rate:
+            run = open_loop_mqtt(js, args.rate, n, clock, args.seed, bar)
+        else:
+            run = closed_loop(js, kind, n, clock, args.seed, bar)
+        bar.close()
+        runs.append(run)
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
+    kinds = _kinds(args.journeys)
     board_name = board_for(args)
     bdef = boards.load(board_name)
-    limits = boards.budget_ms(bdef)
-    out = sys.stdout
+    budget = budgets.for_board(bdef, args.budget)
     with start_broker(args.broker) as broker:
-        print(f"broker: {broker.describe()}", file=out)
+        print(f"broker: {broker.describe()}")
         dev = open_device(args.device, board_name, broker.info, args.micropython, args.heapsize)
         try:
             info = dev.info
             print(
                 f"device: {args.device} ({info.get('platform')}), board {info.get('board')}, id {dev.device_id}, "
                 f"firmware {info.get('version')}, ticks period 2**{int(info.get('ticks_period', 2)).bit_length() - 1}"
-                + (f", heap {args.heapsize}, firmware from {dev.unix.build_note}" if dev.unix else ""),
-                file=out,
+                + (f", heap {args.heapsize}, firmware from {dev.unix.build_note}" if dev.unix else "")
             )
+            if "button" in kinds and not dev.board.get("button"):
+                kinds.remove("button")
             dev.wait_mqtt()
             mq = HostMqtt(broker.info, "run").connect()
             try:
-                js = Journeys(dev, mq, timeout=args.timeout)
-                rng = random.Random(args.seed)
-                for i in range(args.warmup):
-                    st, br = command_for(i, rng)
-                    js.via_mqtt(st, br)
-                done: list[Journey] = []
-                lost: list[str] = []
-                bar = Progress(args.count, "journeys")
-                for i in range(args.count):
-                    st, br = command_for(i, rng)
-                    try:
-                        j = js.via_mqtt(st, br)
-                        done.append(j)
-                        bar.update(1, f"last {j.e2e_ms:.2f} ms")
-                    except WaitTimeout as e:
-                        lost.append(str(e))
-                        bar.update(1, "LOST")
-                bar.close()
+                runs = measure(dev, mq, kinds, args)
             finally:
                 mq.close()
         finally:
             dev.close()
-    print(f"\n{len(done)} MQTT journeys confirmed, {len(lost)} lost, {args.warmup} warm-up not counted\n", file=out)
-    if done:
-        print(journeys_table(done), file=out)
-    for msg in lost[:5]:
-        print(f"lost: {msg}", file=out)
-    checks = budget.check(limits, [j.e2e_ms for j in done], len(lost))
-    ok = bool(done) and all(c.ok for c in checks)
-    print(f"\nbudget ({bdef['name']}): {budget.describe(checks)}", file=out)
-    print(f"verdict: {'PASS' if ok else 'FAIL'}", file=out)
+    print(f"\nbudget: {budget.source}")
+    verdicts = []
+    for r in runs:
+        v = budgets.evaluate(r, budget.for_kind(r.kind))
+        verdicts.append(v)
+        print(
+            f"\n{r.kind} journeys ({r.schedule}): {len(r.journeys)} confirmed, {len(r.lost)} lost, "
+            f"{len(r.duplicated)} duplicated, {len(r.errors)} refused"
+        )
+        print(v.message())
+        for msg in r.lost[:3]:
+            print(f"  lost: {msg}")
+    ok = all(v.ok for v in verdicts)
+    print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
+    meta: dict[str, Any] = {"board": bdef.get("name"), "device": args.device, "budget": budget.source}
     if args.json:
-        write_json(Path(args.json), done, lost, checks, bdef, args)
-        print(f"raw timings: {args.json}", file=out)
+        import json
+        from pathlib import Path
+
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "meta": meta,
+                    "runs": [r.as_dict() for r in runs],
+                    "verdicts": [
+                        {"kind": v.kind, "ok": v.ok, "breaches": [str(b) for b in v.breaches]} for v in verdicts
+                    ],
+                },
+                indent=1,
+            )
+        )
+        print(f"raw timings: {args.json}")
+    if args.report:
+        d = report.write(args.report, runs, verdicts, meta)
+        print(f"report: {d}/index.html")
     return 0 if ok else 1
 
 
-def write_json(
-    path: Path,
-    done: list[Journey],
-    lost: list[str],
-    checks: list[budget.Check],
-    bdef: dict[str, Any],
-    args: argparse.Namespace,
-) -> None:
-    data = {
-        "board": bdef.get("name"),
-        "device": args.device,
-        "count": args.count,
-        "budget_ms": boards.budget_ms(bdef),
-        "checks": [{"name": c.name, "limit": c.limit, "measured": c.measured, "ok": c.ok} for c in checks],
-        "lost": lost,
-        "journeys": [j.as_dict() for j in done],
-    }
-    path.write_text(json.dumps(data, indent=1))
-
-
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="measure N light journeys over MQTT against the latency budget")
+    p = sub.add_parser("run", help="measure light journeys against the latency budget")
     add_common_options(p)
-    p.add_argument("--count", type=int, default=200, help="journeys to measure (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="journeys before measuring (default 20)")
+    p.add_argument("--journeys", default="mqtt,serial,button", help="kinds to run (default mqtt,serial,button)")
+    p.add_argument("--count", type=int, default=200, help="journeys per kind (default 200)")
+    p.add_argument("--button-count", type=int, default=50, help="at most this many button journeys (default 50)")
+    p.add_argument("--rate", type=float, default=None, help="MQTT open loop at this many commands/s (default closed)")
+    p.add_argument("--warmup", type=int, default=20, help="MQTT journeys before measuring (default 20)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
     p.add_argument("--seed", type=int, default=1, help="seed for the brightness values")
+    p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML overriding the board's")
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
+    p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")
     p.set_defaults(func=run)
+    _ = sys

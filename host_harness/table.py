@@ -15,7 +15,7 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str 
         parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, al, strict=True)]
         lines.append("  ".join(parts).rstrip())
         if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+            lines.append("  ".join("-" * w for w in widths).rstrip())
     return "\n".join(lines)
 
 

@@ -32,32 +32,67 @@ def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 def test_run_measures_journeys_prints_a_table_and_writes_json(tmp_path: Path, broker: RunningBroker) -> None:
     out = tmp_path / "journeys.json"
-    r = harness("run", "--count", "30", "--warmup", "5", "--broker", broker.info.url, "--json", str(out))
+    r = harness(
+        "run", "--count", "30", "--button-count", "5", "--warmup", "5", "--broker", broker.info.url, "--json", str(out)
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "end-to-end: published -> state confirmed on host" in r.stdout
-    assert "device: command received -> pin written" in r.stdout
-    assert "verdict: PASS" in r.stdout
-    assert "30 MQTT journeys confirmed, 0 lost" in r.stdout
+    for line in (
+        "host sent -> device received",
+        "device: received -> pin written",
+        "end-to-end",
+        "mqtt journeys (closed): 30 confirmed, 0 lost, 0 duplicated",
+        "serial journeys (closed): 30 confirmed",
+        "button journeys (closed): 5 confirmed",
+        "verdict: PASS",
+    ):
+        assert line in r.stdout, r.stdout
     data = json.loads(out.read_text())
-    assert len(data["journeys"]) == 30
-    ids = {j["id"] for j in data["journeys"]}
-    assert len(ids) == 30
-    for j in data["journeys"]:
+    runs = {run["kind"]: run for run in data["runs"]}
+    mqtt = runs["mqtt"]["samples"]
+    assert len(mqtt) == 30 and len({j["id"] for j in mqtt}) == 30
+    for j in mqtt:
         assert j["t_confirm_ns"] > j["t_send_ns"]
         assert 0 <= j["rx_to_pin_ms"] <= j["rx_to_tx_ms"]
-    states = [j["state"] for j in data["journeys"][:4]]
-    assert states == ["ON", "ON", "OFF", "ON"]  # on, brightness, off, on+brightness
+        # the hops sum to the end-to-end time (they are on one clock)
+        assert abs(sum(j["hops_ms"].values()) - j["e2e_ms"]) <= 0.02 * j["e2e_ms"] + 1e-6
+    assert [j["state"] for j in mqtt[:4]] == ["ON", "ON", "OFF", "ON"]  # on, brightness, off, on+brightness
 
 
-def test_a_broken_budget_fails_the_run_and_says_which(tmp_path: Path, broker: RunningBroker) -> None:
-    b = boards.load("unix")
-    b["budget_ms"] = {"p50": 0.000001, "p99": 1000}
-    bf = tmp_path / "tight.json"
-    bf.write_text(json.dumps(b))
-    r = harness("run", "--count", "5", "--warmup", "1", "--broker", broker.info.url, "--board", str(bf))
+def test_a_broken_budget_fails_the_run_and_names_the_hop(tmp_path: Path, broker: RunningBroker) -> None:
+    bf = tmp_path / "tight.toml"
+    bf.write_text("[journey.mqtt]\np99 = 1000\n[journey.mqtt.hops.device_to_host]\np50 = 0.000001\n")
+    r = harness(
+        "run", "--count", "5", "--warmup", "1", "--journeys", "mqtt", "--broker", broker.info.url, "--budget", str(bf)
+    )
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "p50" in r.stdout and "FAIL" in r.stdout
+    assert "budget BROKEN: hop device_to_host p50" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.startswith("device report -> host received"))
+    assert "<< BROKE its budget" in line
     assert "verdict: FAIL" in r.stdout
+
+
+def test_report_dir_has_json_histogram_log_plots_and_html(tmp_path: Path, broker: RunningBroker) -> None:
+    d = tmp_path / "report"
+    r = harness(
+        "run", "--count", "20", "--button-count", "3", "--warmup", "2", "--broker", broker.info.url, "--report", str(d)
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((d / "journeys.json").read_text())
+    assert {run["kind"] for run in data["runs"]} == {"mqtt", "serial", "button"}
+    assert "HISTFAA" in (d / "mqtt.hlog").read_text()
+    for png in ("latency-percentiles.png", "waterfall.png"):
+        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (d / "index.html").read_text()
+    assert "data:image/png;base64," in page and "mqtt journey" in page
+
+
+def test_open_loop_run_counts_every_command(broker: RunningBroker) -> None:
+    r = harness(
+        "run", "--count", "200", "--rate", "200", "--journeys", "mqtt", "--warmup", "2", "--broker", broker.info.url
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mqtt journeys (open@200/s): 200 confirmed, 0 lost, 0 duplicated" in r.stdout
+    assert "host: intended start -> sent" in r.stdout
 
 
 def test_run_against_a_serial_port_url(broker: RunningBroker) -> None:
@@ -66,10 +101,22 @@ def test_run_against_a_serial_port_url(broker: RunningBroker) -> None:
     port = dev.start()
     try:
         r = harness(
-            "run", "--device", port, "--board", "unix", "--broker", broker.info.url, "--count", "10", "--warmup", "2"
+            "run",
+            "--journeys",
+            "mqtt,serial",
+            "--device",
+            port,
+            "--board",
+            "unix",
+            "--broker",
+            broker.info.url,
+            "--count",
+            "10",
+            "--warmup",
+            "2",
         )
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "10 MQTT journeys confirmed" in r.stdout
+        assert "mqtt journeys (closed): 10 confirmed" in r.stdout
     finally:
         dev.cleanup()
 
