@@ -15,26 +15,11 @@ import sys
 from host_harness import stats
 from host_harness.broker import start_broker
 from host_harness.device import open_device
+from host_harness.floor import floor_ms
 from host_harness.journey import Journeys
 from host_harness.mqtt_client import HostMqtt
 from host_harness.progress import Progress
 from host_harness.table import render
-
-
-def floor(mq: HostMqtt, count: int) -> list[float]:
-    topic = f"bench/{mq.client_id}/loop"
-    mq.subscribe(topic)
-    out = []
-    bar = Progress(count, "floor   ")
-    for i in range(count):
-        since = mq.log.cursor
-        payload = f'{{"n":{i}}}'
-        t = mq.publish(topic, payload)
-        ev = mq.log.wait_for(lambda e: e.topic == topic and e.get("n") == i, 5, f"self-publish {i}", since)  # noqa: B023
-        out.append((ev.host_ns - t) / 1e6)
-        bar.update()
-    bar.close()
-    return out
 
 
 def main() -> int:
@@ -52,7 +37,7 @@ def main() -> int:
             js = Journeys(dev, mq)
             for i in range(50):
                 js.via_mqtt("ON" if i % 2 else "OFF")
-            fl = floor(mq, args.count)
+            fl = floor_ms(mq, args.count)
             e2e, dev_ms = [], []
             bar = Progress(args.count, "journeys")
             for i in range(args.count):

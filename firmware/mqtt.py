@@ -4,6 +4,11 @@
 # each PUBLISH to on_message at once. A keepalive task sends PINGREQ and
 # declares the connection dead when the broker stops answering. run() keeps
 # the connection up forever, reconnecting with exponential backoff and jitter.
+#
+# QoS 1 out: the latest unacknowledged PUBLISH per topic is kept (a newer one
+# on the same topic supersedes it: only the latest state matters) and sent
+# again with the DUP flag after a reconnect (persistent session) and when its
+# PUBACK is late.
 import asyncio
 import os
 import struct
@@ -19,8 +24,10 @@ SUBACK = 0x90
 PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
+DUP = 0x08
 
 MAX_PACKET = 1024  # larger incoming packets are read and dropped
+RETRY_MS = 5000  # an unacknowledged QoS 1 PUBLISH is sent again after this
 
 
 class MQTTError(Exception):
@@ -45,9 +52,15 @@ def _remaining(n):
             return out
 
 
+def _text(e):
+    # One line, safe inside a JSON string.
+    return " ".join(str(e).replace("\\", "/").replace('"', "'").split()) or type(e).__name__
+
+
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, ssl=None, clean=True):
+        # ssl: None, or a function returning a fresh ssl.SSLContext per connect
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -63,6 +76,8 @@ class MQTTClient:
         self.on_status = None  # (status: str, detail: str)
         self.connected = False
         self.connects = 0
+        self.session_present = False
+        self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
         self._r = None
         self._w = None
         self._lock = asyncio.Lock()
@@ -122,7 +137,8 @@ class MQTTClient:
     # -- connection ----------------------------------------------------------
     async def _open(self):
         if self.ssl:
-            r, w = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
+            ctx = self.ssl()
+            r, w = await asyncio.open_connection(self.host, self.port, ssl=ctx, server_hostname=self.host)
         else:
             r, w = await asyncio.open_connection(self.host, self.port)
         try:
@@ -151,6 +167,7 @@ class MQTTClient:
             raise MQTTError("expected CONNACK")
         if data[1] != 0:
             raise MQTTError("connection refused, code %d" % data[1])
+        self.session_present = bool(data[0] & 1)
         for topic, qos in self.subs:
             pid = self._next_pid()
             body = struct.pack("!H", pid) + _str(topic) + bytes((qos,))
@@ -163,12 +180,36 @@ class MQTTClient:
         n = len(t) + len(msg)
         hdr = PUBLISH | (0x01 if retain else 0)
         if qos:
-            hdr |= qos << 1
-            n += 2
-            pkt = bytes((hdr,)) + _remaining(n) + t + struct.pack("!H", self._next_pid()) + msg
+            hdr = hdr | 0x02  # QoS 1 (QoS 2 is not used)
+            pid = self._next_pid()
+            pkt = bytearray((hdr,))
+            pkt += _remaining(n + 2)
+            pkt += t
+            pkt += struct.pack("!H", pid)
+            pkt += msg
+            # Kept until its PUBACK; supersedes an older one on this topic.
+            self._inflight[topic] = [pid, pkt, clock.now()]
         else:
             pkt = bytes((hdr,)) + _remaining(n) + t + msg
         await self._send(pkt)
+
+    def unacked(self):
+        return len(self._inflight)
+
+    async def _resend(self, age_ms):
+        """Send unacknowledged PUBLISHes again (DUP set) once older than age_ms."""
+        now = clock.now()
+        for e in list(self._inflight.values()):
+            if clock.diff(now, e[2]) >= age_ms * 1000:
+                e[1][0] |= DUP
+                e[2] = now
+                await self._send(e[1])
+
+    def _puback(self, pid):
+        for topic, e in self._inflight.items():
+            if e[0] == pid:
+                del self._inflight[topic]
+                return
 
     async def _reader(self):
         while True:
@@ -176,8 +217,8 @@ class MQTTClient:
             kind = hdr & 0xF0
             if kind == PUBLISH:
                 await self._on_publish(hdr, n)
-            elif kind in (PINGRESP, SUBACK, PUBACK):
-                await self._discard(n)
+            elif kind == PUBACK and n == 2:
+                self._puback(struct.unpack("!H", await self._r.readexactly(2))[0])
             else:
                 await self._discard(n)
 
@@ -204,17 +245,25 @@ class MQTTClient:
             await self.on_message(topic, payload, bool(hdr & 1))
 
     async def _pinger(self):
-        ka = self.keepalive
+        # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
+        ka = self.keepalive * 1000  # ms; 0: no keepalive
+        step = min(ka // 2, RETRY_MS) if ka else RETRY_MS
+        quiet = 0
         while True:
-            await asyncio.sleep(ka / 2)
-            if clock.diff(clock.now(), self._last_rx) > ka * 1500000:
+            await asyncio.sleep_ms(step)
+            if ka and clock.diff(clock.now(), self._last_rx) > ka * 1500:
                 # Half-open connection: nothing heard for 1.5 keepalives.
                 self._dead = True
                 if self._reader_task:
                     self._reader_task.cancel()
                 return
+            quiet += step
             try:
-                await self._send(bytes((PINGREQ, 0)))
+                if ka and quiet >= ka // 2:
+                    quiet = 0
+                    await self._send(bytes((PINGREQ, 0)))
+                if self._inflight:
+                    await self._resend(RETRY_MS)
             except Exception:
                 return
 
@@ -248,6 +297,8 @@ class MQTTClient:
                 self._last_rx = clock.now()
                 backoff = 250
                 self._status("connected", "%s:%d" % (self.host, self.port))
+                if self._inflight:
+                    await self._resend(0)  # unacknowledged before the link dropped
                 if self.on_connect:
                     await self.on_connect()
                 self._dead = False
@@ -262,8 +313,13 @@ class MQTTClient:
                 if not self._dead:
                     raise
                 self._status("disconnected", "keepalive timeout")
-            except (OSError, MQTTError, EOFError, asyncio.TimeoutError) as e:
-                self._status("disconnected", str(e) or type(e).__name__)
+            except ValueError as e:
+                # mbedTLS reports a certificate that does not verify this way.
+                why = "tls: certificate verify failed: " if self.ssl else ""
+                self._status("disconnected", why + _text(e))
+            except Exception as e:  # the link must never take the light down
+                why = _text(e)
+                self._status("disconnected", "tls: " + why if self.ssl and "MBEDTLS" in why else why)
             finally:
                 self._close()
             if self._stop:

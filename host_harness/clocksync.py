@@ -492,5 +492,10 @@ def unix_clock_truth(device: Device, timeout: float = 5.0) -> UnixClockTruth:
     device.interrupt(timeout)
     since = device.log.cursor
     device.link.write_raw(_TRUTH_LINE)
-    ev = device.log.wait_for(lambda e: e.kind == "clock", timeout, "the REPL to print the device clock's offset", since)
+    try:
+        ev = device.log.wait_for(
+            lambda e: e.kind == "clock", timeout, "the REPL to print the device clock's offset", since
+        )
+    except WaitTimeout as e:
+        raise WaitTimeout(f"{e}; console said:\n{device.link.noise_tail()}") from None
     return UnixClockTruth(int(ev.data["off"]), int(ev.data["period"]))

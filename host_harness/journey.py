@@ -17,7 +17,6 @@ from .device import CommandError, Device
 from .events import Event
 from .mqtt_client import HostMqtt
 
-
 SIM_HOLD_MS = 50  # firmware/board_unix.py press(): how long the simulated button is held
 
 

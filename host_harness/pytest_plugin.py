@@ -7,8 +7,11 @@ Options:
   --micropython PATH  a Unix-port executable (default: micropython on PATH)
   --heapsize SIZE     Unix-port heap (default 64k)
 
+  --budget FILE       a latency budget TOML overriding the board's
+
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
-``device_factory``, ``mqtt`` (a connected host client), ``journey``.
+``device_factory``, ``mqtt`` (a connected host client), ``journey``,
+``device_clock``, ``latency_budget`` and ``assert_budget``.
 Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port).
 """
 
@@ -20,10 +23,16 @@ from typing import Any
 
 import pytest
 
+from . import boards, budgets
+from .assertions import assert_within_budget
 from .broker import RunningBroker, start_broker
+from .budgets import Budget, Verdict
+from .clock_choice import clock_for
 from .device import Device, open_device
+from .hops import ClockMap
 from .journey import Journeys
 from .mqtt_client import HostMqtt
+from .results import JourneyRun
 
 
 @dataclass
@@ -34,6 +43,7 @@ class LightctlOptions:
     micropython: str | None
     heapsize: str | None
     timeout: float
+    budget: str | None = None
 
     @property
     def unix(self) -> bool:
@@ -47,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
     g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
     g.addoption("--heapsize", default="64k", help="Unix-port heap size (default 64k)")
+    g.addoption("--budget", default=None, help="a latency budget TOML overriding the board's")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
 
 
@@ -64,6 +75,7 @@ def _options(config: pytest.Config) -> LightctlOptions:
         micropython=config.getoption("--micropython"),
         heapsize=config.getoption("--heapsize"),
         timeout=float(config.getoption("--lightctl-timeout")),
+        budget=config.getoption("--budget"),
     )
 
 
@@ -134,6 +146,28 @@ def mqtt(broker: RunningBroker) -> Iterator[HostMqtt]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def latency_budget(lightctl: LightctlOptions) -> Budget:
+    """The board's latency budget (boards/*.budget.toml), or --budget FILE over it."""
+    return budgets.for_board(boards.load(lightctl.board), lightctl.budget)
+
+
+@pytest.fixture
+def device_clock(device: Device, mqtt: HostMqtt) -> ClockMap:
+    """Maps the device's ticks onto the host clock (clock sync, or the Unix port's truth)."""
+    return clock_for(device, mqtt)[0]
+
+
+@pytest.fixture
+def assert_budget(latency_budget: Budget, record_property: Callable[[str, object], None]) -> Callable[..., Verdict]:
+    """``assert_budget(run)``: fails with a waterfall naming the hop; records figures as JUnit properties."""
+
+    def check(run: JourneyRun, budget: Budget | None = None) -> Verdict:
+        return assert_within_budget(run, budget or latency_budget, record_property)
+
+    return check
 
 
 @pytest.fixture

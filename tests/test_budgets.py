@@ -1,0 +1,111 @@
+"""Budgets: TOML files, verdicts that name the hop, figures for CI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from host_harness import boards, budgets
+from host_harness.broker import RunningBroker
+from host_harness.budgets import Verdict
+from host_harness.hops import ClockMap
+from host_harness.journey import Journeys
+from host_harness.load import closed_loop
+from host_harness.paths import BOARDS_DIR
+
+
+def test_every_board_has_a_loadable_default_budget() -> None:
+    for name in boards.names():
+        b = budgets.for_board(boards.load(name))
+        for kind in ("mqtt", "serial", "button"):
+            jb = b.for_kind(kind)
+            assert jb.total.get("p50", 0) > 0 and jb.total.get("p99", 0) >= jb.total["p50"], (name, kind)
+
+
+def test_a_users_file_overrides_journey_by_journey(tmp_path: Path) -> None:
+    f = tmp_path / "mine.toml"
+    f.write_text("[journey.mqtt]\np99 = 7.5\nlost = 2\n")
+    b = budgets.for_board(boards.load("unix"), f)
+    assert b.for_kind("mqtt").total == {"p99": 7.5} and b.for_kind("mqtt").lost == 2
+    assert b.for_kind("serial").total == budgets.load_file(BOARDS_DIR / "unix.budget.toml").for_kind("serial").total
+
+
+@pytest.mark.parametrize(
+    ("text", "msg"),
+    [
+        ("[journey.mqtt]\np42 = 1\n", "unknown key 'p42'"),
+        ("[journey.mqtt.hops.warp_drive]\np50 = 1\n", "unknown hop 'warp_drive'"),
+        ("[journey.mqtt.hops.device_apply]\nmedian = 1\n", "unknown metric 'median'"),
+        ("[journey.mqtt\n", "budget file"),
+    ],
+)
+def test_a_bad_budget_file_is_a_clear_error(tmp_path: Path, text: str, msg: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=msg):
+        budgets.load_file(f)
+
+
+def test_journeys_within_the_default_budget_pass(
+    journey: Journeys, device_clock: ClockMap, assert_budget: Callable[..., Verdict]
+) -> None:
+    run = closed_loop(journey, "mqtt", 30, device_clock)
+    v = assert_budget(run)
+    assert v.ok and "end-to-end" in v.waterfall
+
+
+def test_a_broken_hop_budget_fails_naming_that_hop(
+    journey: Journeys, device_clock: ClockMap, assert_budget: Callable[..., Verdict], tmp_path: Path
+) -> None:
+    f = tmp_path / "tight.toml"
+    f.write_text("[journey.serial]\np99 = 1000\n[journey.serial.hops.host_to_device]\np50 = 0.000001\n")
+    run = closed_loop(journey, "serial", 10, device_clock)
+    with pytest.raises(AssertionError) as e:
+        assert_budget(run, budgets.load_file(f))
+    msg = str(e.value)
+    assert "BROKEN: hop host_to_device p50" in msg
+    marked = [line for line in msg.splitlines() if "<< BROKE its budget" in line]
+    assert len(marked) == 1 and marked[0].startswith("host sent -> device received")
+    assert "host_to_device covers: serial line" in msg
+
+
+def test_per_hop_sum_equals_end_to_end(journey: Journeys, device_clock: ClockMap) -> None:
+    for kind in ("mqtt", "serial", "button"):
+        run = closed_loop(journey, kind, 5, device_clock)
+        assert len(run.journeys) == 5, run.lost
+        for ht in run.hop_times:
+            assert abs(ht.total_ms - ht.journey.e2e_ms) <= 0.02 * ht.journey.e2e_ms
+            assert ht.hops["device_apply"] >= 0 and ht.hops["device_report"] >= 0
+            assert ht.hops["host_to_device"] > 0 and ht.hops["device_to_host"] > 0
+
+
+def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: RunningBroker) -> None:
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    xml = tmp_path / "junit.xml"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={xml}",
+            "--broker",
+            broker.info.url,
+            f"{__file__}::test_journeys_within_the_default_budget_pass",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert props["mqtt.budget"] == "kept"
+    assert float(props["mqtt.e2e.p50_ms"]) > 0
+    assert "mqtt.device_apply.p99_ms" in props and props["mqtt.lost"] == "0"
