@@ -13,7 +13,7 @@ the midpoint). The skew column is one fit over all of that transport's
 rounds (the true skew is 0: one clock). "map err" is the worst error of any
 pong's device stamps mapped back to host time by its round's model.
 
-    python benchmarks/clock_sync.py [--n 200] [--rounds 5] [--broker URL] [--heapsize 64k]
+    python benchmarks/clock_sync.py [--n 200] [--rounds 5] [--broker URL] [--heapsize 64k] [--truth-heapsize 256k]
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def run_clock(
     b["ticks"] = ticks
     bf = tmp / f"unix-{'native' if ticks is None else ticks['period']}.json"
     bf.write_text(json.dumps(b))
-    dev = open_device("unix", str(bf), broker.info, heapsize=args.heapsize)
+    # An emulated clock's offset is read from the REPL after Ctrl-C, which needs spare heap.
+    dev = open_device("unix", str(bf), broker.info, heapsize=args.heapsize if ticks is None else args.truth_heapsize)
     mq = HostMqtt(broker.info, "bench-sync").connect()
     try:
         dev.wait_mqtt()
@@ -132,7 +133,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="sync rounds per clock and transport")
     ap.add_argument("--interval", type=float, default=0.002, help="seconds between pings")
     ap.add_argument("--broker", default=None)
-    ap.add_argument("--heapsize", default="64k")
+    ap.add_argument("--heapsize", default="64k", help="device heap (native clock)")
+    ap.add_argument("--truth-heapsize", default="256k", help="device heap (emulated clock: room for the REPL)")
     args = ap.parse_args()
     rows: list[list[object]] = []
     with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:

@@ -482,13 +482,21 @@ _TRUTH_LINE = b'import clock; print(\'{"e\' + \'v":"clock","off":%d,"period":%d}
 
 
 def unix_clock_truth(device: Device, timeout: float = 5.0) -> UnixClockTruth:
-    """Read the Unix-port device's emulated ticks offset from its REPL.
+    """The Unix-port device's clock relative to the host's.
 
-    This stops the firmware (Ctrl-C), so call it once the device is no
-    longer needed. Only the Unix port shares the host's clock.
+    Without an emulated period (board ``"ticks"`` unset) the device reads the
+    host's CLOCK_MONOTONIC directly: the offset is 0 and the device keeps
+    running. With one, the offset is read from the device's REPL, which
+    stops the firmware (Ctrl-C): call this once the device is no longer
+    needed.
     """
     if device.unix is None:
         raise RuntimeError("clock truth is only known for the Unix-port device")
+    emulated = device.board.get("ticks") or {}
+    if not (emulated.get("period") or emulated.get("start") is not None):
+        if "ticks_period" not in device.info:
+            device.fetch_info(timeout)
+        return UnixClockTruth(0, int(device.info["ticks_period"]))
     device.interrupt(timeout)
     since = device.log.cursor
     device.link.write_raw(_TRUTH_LINE)

@@ -44,14 +44,14 @@ CONTAINS = {
 
 
 class ClockMap(Protocol):
-    def device_to_host_ns(self, ticks: int) -> int: ...
+    def device_to_host_ns(self, ticks: int, near_host_ns: int | None = None) -> int: ...
 
 
 class UnixTruthClock:
     """The Unix port's exact mapping: ticks_us reads the host's CLOCK_MONOTONIC."""
 
-    def device_to_host_ns(self, ticks: int) -> int:
-        return ticks * 1000
+    def device_to_host_ns(self, ticks: int, near_host_ns: int | None = None) -> int:
+        return ticks * 1000 + 500  # the middle of that microsecond
 
 
 @dataclass
@@ -65,9 +65,10 @@ class HopTimes:
 
 
 def split(j: Journey, clock: ClockMap) -> HopTimes:
-    rx = clock.device_to_host_ns(j.dev_t_rx)
-    pin = clock.device_to_host_ns(j.dev_t_pin)
-    tx = clock.device_to_host_ns(j.dev_t_tx)
+    near = j.t_confirm_ns  # device stamps are placed at the wrap count nearest the journey
+    rx = clock.device_to_host_ns(j.dev_t_rx, near)
+    pin = clock.device_to_host_ns(j.dev_t_pin, near)
+    tx = clock.device_to_host_ns(j.dev_t_tx, near)
     start = j.t_intended_ns if j.t_intended_ns is not None else j.t_send_ns
     return HopTimes(
         j,
