@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+# ser2net: the remote-serial (RFC 2217) test exports a device's pty with it.
+if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } \
+    || { ! command -v ser2net >/dev/null && [ ! -x /usr/sbin/ser2net ]; }; then
     if command -v apt-get >/dev/null; then
         SUDO=""
         [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
         if $SUDO true 2>/dev/null; then
-            echo "installing mosquitto (apt-get)"
+            echo "installing mosquitto and ser2net (apt-get)"
             $SUDO apt-get update -qq
-            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients ser2net >/dev/null
         else
             echo "note: no root: the harness will embed the amqtt broker instead of mosquitto"
         fi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import run_job, sim
+from . import hil_cli, run_job, sim
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     run_job.add_parser(sub)
     sim.add_parser(sub)
+    hil_cli.add_parser(sub)
     args = p.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,7 +1,9 @@
 """pytest plugin: a broker, a device under test and a journey helper.
 
 Options:
-  --device unix|URL   the Unix port (default) or a board by pyserial URL
+  --device unix|URL   the Unix port (default) or a board by pyserial URL; repeat it
+                      for several boards: under pytest-xdist (-n N) worker gwK uses
+                      device K mod count, without xdist the first one is used
   --board NAME        board definition from boards/ (default: unix / esp32-devkitc)
   --broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
   --micropython PATH  a Unix-port executable (default: micropython on PATH)
@@ -17,15 +19,16 @@ Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from . import boards, budgets
 from .assertions import assert_within_budget
-from .broker import RunningBroker, start_broker
+from .broker import RunningBroker, parse_broker_url, start_broker
 from .budgets import Budget, Verdict
 from .clock_choice import clock_for
 from .device import Device, open_device
@@ -44,6 +47,7 @@ class LightctlOptions:
     heapsize: str | None
     timeout: float
     budget: str | None = None
+    devices: list[str] = field(default_factory=list)  # every --device given; ``device`` is this worker's
 
     @property
     def unix(self) -> bool:
@@ -52,7 +56,12 @@ class LightctlOptions:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("lightctl", "lightctl device under test")
-    g.addoption("--device", default="unix", help="'unix' (spawn the Unix port, default) or a pyserial URL")
+    g.addoption(
+        "--device",
+        action="append",
+        default=None,
+        help="'unix' (spawn the Unix port, default) or a pyserial URL; repeat for several boards (pytest-xdist)",
+    )
     g.addoption("--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)")
     g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
     g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
@@ -66,8 +75,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
 
 
+def _pick(devices: list[str]) -> str:
+    """This worker's device: gwK takes device K mod count; no xdist: the first."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return devices[k % len(devices)]
+
+
 def _options(config: pytest.Config) -> LightctlOptions:
-    device = str(config.getoption("--device"))
+    devices = [str(d) for d in (config.getoption("--device") or ["unix"])]
+    device = _pick(devices)
     return LightctlOptions(
         device=device,
         board=str(config.getoption("--board") or ("unix" if device == "unix" else "esp32-devkitc")),
@@ -76,12 +93,20 @@ def _options(config: pytest.Config) -> LightctlOptions:
         heapsize=config.getoption("--heapsize"),
         timeout=float(config.getoption("--lightctl-timeout")),
         budget=config.getoption("--budget"),
+        devices=devices,
     )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     o = _options(config)
-    return f"lightctl: device {o.device}, board {o.board}, broker {o.broker or 'mosquitto if installed, else amqtt'}"
+    dev = o.device + (f" (of {', '.join(o.devices)})" if len(o.devices) > 1 else "")
+    broker = o.broker or "mosquitto if installed, else amqtt"
+    if "://" in broker:
+        try:
+            broker = parse_broker_url(broker).redacted_url()
+        except ValueError:
+            broker = "(unparseable URL)"
+    return f"lightctl: device {dev}, board {o.board}, broker {broker}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
