@@ -1,5 +1,6 @@
 # The light controller: wires the board, the light, the button and the links.
 import asyncio
+import gc
 import os
 import sys
 
@@ -14,6 +15,8 @@ VERSION = "0.1.0"
 
 
 class App:
+    VERSION = VERSION
+
     def __init__(self, cfg):
         self.cfg = cfg
         b = cfg["board"]
@@ -25,6 +28,14 @@ class App:
         self.light = light.Light(board.output(b))
         self.boot_id = "%02x%02x" % tuple(os.urandom(2))
         self.local_n = 0
+        self.store = None
+        # Power-on state: "off" (default), "on" or "last"; the pin is set
+        # before any link is up.
+        restore = cfg.get("restore") or b.get("restore") or "off"
+        if restore != "off":
+            import persist
+
+            self.store = persist.restore(self, restore)
         self.serial = SerialLink(self)
         self.mqtt = None
         self.links = [self.serial]
@@ -52,19 +63,39 @@ class App:
         return "%s-%s-%d" % (prefix, self.boot_id, self.local_n)
 
     def mqtt_status(self):
-        return self.mqtt.status() if self.mqtt else "disabled"
+        if not self.mqtt:
+            return "disabled"
+        return "connected" if self.mqtt.client.connected else "disconnected"
 
     async def command(self, origin, src, cmd_id, state, bri, t_rx):
-        """Apply a validated command and report it, origin first."""
-        body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx)
-        await origin.report(body)
-        for link in self.links:
-            if link is not origin:
-                await link.report(body)
+        """Apply a validated command and report it, origin first. A command
+        id seen before is not applied again: its original event is answered."""
+        if cmd_id:
+            body = self.light.recall(cmd_id)
+            if body:
+                body += ',"dup":true'
+                if origin is self.mqtt:
+                    await origin.report(body, True)  # on .../ack: no rollback of the state
+                else:
+                    await origin.report(body)
+                return
+        body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx, cmd_id is not None)
+        if self.store:
+            self.store.flag.set()  # written to flash a little later
+        try:
+            await origin.report(body)
+        finally:
+            # Even when the origin's report is cut short (a dead link being
+            # torn down), the other links still hear of the change.
+            for link in self.links:
+                if link is not origin:
+                    await link.report(body)
 
     async def on_button(self, t_edge):
         # Local first: the pin is written before any network is touched.
         body = self.light.toggle(self.new_id("button"), t_edge)
+        if self.store:
+            self.store.flag.set()
         for link in self.links:
             await link.report(body)
 
@@ -124,7 +155,11 @@ class App:
 
     async def run(self):
         self.serial.write(self.boot_json())
+        if self.light.last:  # the state restored at power-on
+            await self.serial.report(self.light.last)
         tasks = [asyncio.create_task(self.serial.run())]
+        if self.store:
+            tasks.append(asyncio.create_task(self.store.run(self.light, self.serial.status)))
         if self.button:
             tasks.append(asyncio.create_task(self.button.run()))
         if self.mqtt:
@@ -142,9 +177,17 @@ def main(path=None):
     except Exception as e:
         print('{"ev":"fatal","code":"config","msg":"%s: %s"}' % (type(e).__name__, path or config.path()))
         return
+    # Collections at boot: garbage goes before the long-lived objects settle,
+    # which then pack low in the heap and leave the rest in one piece (the
+    # heap is tight at 64k: fragments would make later allocations fail).
+    gc.collect()
     a = App(cfg)
+    gc.collect()
     try:
         asyncio.run(a.run())
     finally:
         a.close()
         asyncio.new_event_loop()
+        # The task that was running when the firmware stopped (Ctrl-C) would
+        # keep the whole App alive: let it go, so the REPL gets the RAM back.
+        asyncio.core.cur_task = None

@@ -4,7 +4,6 @@ import json
 import os
 
 DEFAULT_PATH = "config.json"
-SECRET_KEYS = ("password", "key", "psk", "pass")
 
 DEFAULTS = {
     "device_id": "light-1",
@@ -33,17 +32,3 @@ def load(p=None):
     if isinstance(b, str):
         cfg["board"] = _read_json(b)
     return cfg
-
-
-def redact(obj):
-    """A copy safe to print: every secret-looking value replaced."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            secret = False
-            for s in SECRET_KEYS:
-                if s in k:
-                    secret = True
-            out[k] = "***" if secret and v else redact(v)
-        return out
-    return obj

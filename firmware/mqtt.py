@@ -10,28 +10,26 @@
 # again with the DUP flag after a reconnect (persistent session) and when its
 # PUBACK is late.
 import asyncio
+import gc
 import os
 import struct
+from asyncio import open_connection, wait_for  # resolved at boot, not at the first connect
+
+from micropython import const
 
 import clock
 
-CONNECT = 0x10
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-SUBSCRIBE = 0x82
-SUBACK = 0x90
-PINGREQ = 0xC0
-PINGRESP = 0xD0
-DISCONNECT = 0xE0
-DUP = 0x08
+# Packet types (const: no RAM for names)
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_PINGREQ = const(0xC0)
+_DUP = const(0x08)
 
-MAX_PACKET = 1024  # larger incoming packets are read and dropped
-RETRY_MS = 5000  # an unacknowledged QoS 1 PUBLISH is sent again after this
-
-
-class MQTTError(Exception):
-    pass
+_MAX_PACKET = const(512)  # larger payloads are dropped unread (protocol.MAX_LEN)
+_RETRY_MS = const(5000)  # an unacknowledged QoS 1 PUBLISH is sent again after this
 
 
 def _str(s):
@@ -52,15 +50,10 @@ def _remaining(n):
             return out
 
 
-def _text(e):
-    # One line, safe inside a JSON string.
-    return " ".join(str(e).replace("\\", "/").replace('"', "'").split()) or type(e).__name__
-
-
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, ssl=None, clean=True):
-        # ssl: None, or a function returning a fresh ssl.SSLContext per connect
+        # ssl: None, or the TLS options for mqtt_tls.context() (per connect)
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -69,14 +62,12 @@ class MQTTClient:
         self.keepalive = keepalive
         self.ssl = ssl
         self.clean = clean
-        self.will = None
+        self.will = None  # (topic, message, retain, qos)
         self.subs = []  # (topic, qos)
         self.on_message = None  # async (topic: bytes, payload: bytes|None, retained: bool)
         self.on_connect = None  # async ()
-        self.on_status = None  # (status: str, detail: str)
+        self.on_status = print  # (status: str, detail: str)
         self.connected = False
-        self.connects = 0
-        self.session_present = False
         self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
         self._r = None
         self._w = None
@@ -87,47 +78,52 @@ class MQTTClient:
         self._stop = False
         self._dead = False
         self._reader_task = None
-
-    def set_last_will(self, topic, msg, retain=False, qos=0):
-        self.will = (topic, msg, retain, qos)
-
-    def subscribe(self, topic, qos=0):
-        self.subs.append((topic, qos))
-
-    def _status(self, s, detail=""):
-        if self.on_status:
-            self.on_status(s, detail)
+        self._hs = False  # in a TLS handshake
 
     # -- wire ------------------------------------------------------------
     async def _send(self, pkt):
         w = self._w
         if w is None:
-            raise MQTTError("not connected")
+            raise OSError("not connected")
         async with self._lock:
             w.write(pkt)
             await w.drain()
 
+    async def _read(self, n):
+        # What has arrived already (in the socket or inside the TLS layer) is
+        # read at once, without a round trip through the scheduler's poll: on
+        # a TLS socket that poll cannot see bytes mbedTLS holds decrypted.
+        if not n:
+            return b""
+        b = self._r.s.read(n)
+        if b is None:
+            return await self._r.readexactly(n)
+        if not b:
+            raise EOFError
+        if len(b) < n:
+            b += await self._r.readexactly(n - len(b))
+        return b
+
     async def _read_packet(self):
-        r = self._r
-        hdr = (await r.readexactly(1))[0]
+        hdr = (await self._read(1))[0]
         t = clock.now()
         n = 0
         shift = 0
         while True:
-            b = (await r.readexactly(1))[0]
+            b = (await self._read(1))[0]
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
             if shift > 21:
-                raise MQTTError("bad remaining length")
+                raise OSError("bad remaining length")
         self._last_rx = self.t_packet = t
         return hdr, n
 
     async def _discard(self, n):
         while n:
             k = min(n, 256)
-            await self._r.readexactly(k)
+            await self._read(k)
             n -= k
 
     def _next_pid(self):
@@ -136,11 +132,18 @@ class MQTTClient:
 
     # -- connection ----------------------------------------------------------
     async def _open(self):
+        self._hs = False
         if self.ssl:
-            ctx = self.ssl()
-            r, w = await asyncio.open_connection(self.host, self.port, ssl=ctx, server_hostname=self.host)
+            import mqtt_tls  # only a TLS device pays for it
+
+            try:
+                ctx = mqtt_tls.context(self.ssl)
+            except Exception as e:
+                raise OSError("tls: cannot load the certificates: %s" % e)
+            self._hs = True  # the TLS handshake goes on until the CONNACK
+            r, w = await open_connection(self.host, self.port, ssl=ctx, server_hostname=self.host)
         else:
-            r, w = await asyncio.open_connection(self.host, self.port)
+            r, w = await open_connection(self.host, self.port)
         try:
             w.s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
         except Exception:
@@ -160,94 +163,90 @@ class MQTTClient:
                 payload += _str(self.password)
         var = _str("MQTT") + bytes((4, flags)) + struct.pack("!H", self.keepalive)
         body = var + payload
-        await self._send(bytes((CONNECT,)) + _remaining(len(body)) + body)
-        hdr, n = await asyncio.wait_for(self._read_packet(), 10)
-        data = await self._r.readexactly(n)
-        if hdr != CONNACK or n != 2:
-            raise MQTTError("expected CONNACK")
+        await self._send(bytes((_CONNECT,)) + _remaining(len(body)) + body)
+        hdr, n = await wait_for(self._read_packet(), 10)
+        data = await self._read(n)
+        self._hs = False
+        if hdr != _CONNACK or n != 2:
+            raise OSError("expected CONNACK")
         if data[1] != 0:
-            raise MQTTError("connection refused, code %d" % data[1])
-        self.session_present = bool(data[0] & 1)
+            raise OSError("connection refused, code %d" % data[1])
         for topic, qos in self.subs:
             pid = self._next_pid()
             body = struct.pack("!H", pid) + _str(topic) + bytes((qos,))
-            await self._send(bytes((SUBSCRIBE,)) + _remaining(len(body)) + body)
+            await self._send(bytes((_SUBSCRIBE,)) + _remaining(len(body)) + body)
 
     async def publish(self, topic, msg, retain=False, qos=0):
         if isinstance(msg, str):
             msg = msg.encode()
         t = _str(topic)
         n = len(t) + len(msg)
-        hdr = PUBLISH | (0x01 if retain else 0)
+        hdr = _PUBLISH | (0x01 if retain else 0)
         if qos:
-            hdr = hdr | 0x02  # QoS 1 (QoS 2 is not used)
             pid = self._next_pid()
-            pkt = bytearray((hdr,))
-            pkt += _remaining(n + 2)
-            pkt += t
-            pkt += struct.pack("!H", pid)
-            pkt += msg
+            rem = _remaining(n + 2)
+            i = 1 + len(rem) + len(t)
+            pkt = bytearray(i + 2 + len(msg))  # one allocation, kept for a resend
+            pkt[0] = hdr | 0x02  # QoS 1 (QoS 2 is not used)
+            pkt[1 : 1 + len(rem)] = rem
+            pkt[1 + len(rem) : i] = t
+            struct.pack_into("!H", pkt, i, pid)
+            pkt[i + 2 :] = msg
             # Kept until its PUBACK; supersedes an older one on this topic.
             self._inflight[topic] = [pid, pkt, clock.now()]
         else:
             pkt = bytes((hdr,)) + _remaining(n) + t + msg
         await self._send(pkt)
 
-    def unacked(self):
-        return len(self._inflight)
-
     async def _resend(self, age_ms):
         """Send unacknowledged PUBLISHes again (DUP set) once older than age_ms."""
         now = clock.now()
         for e in list(self._inflight.values()):
             if clock.diff(now, e[2]) >= age_ms * 1000:
-                e[1][0] |= DUP
+                e[1][0] |= _DUP
                 e[2] = now
                 await self._send(e[1])
-
-    def _puback(self, pid):
-        for topic, e in self._inflight.items():
-            if e[0] == pid:
-                del self._inflight[topic]
-                return
 
     async def _reader(self):
         while True:
             hdr, n = await self._read_packet()
             kind = hdr & 0xF0
-            if kind == PUBLISH:
+            if kind == _PUBLISH:
                 await self._on_publish(hdr, n)
-            elif kind == PUBACK and n == 2:
-                self._puback(struct.unpack("!H", await self._r.readexactly(2))[0])
+            elif kind == _PUBACK and n == 2:
+                pid = struct.unpack("!H", await self._read(2))[0]
+                for topic, e in self._inflight.items():
+                    if e[0] == pid:
+                        del self._inflight[topic]
+                        break
             else:
                 await self._discard(n)
 
     async def _on_publish(self, hdr, n):
-        r = self._r
-        tl = struct.unpack("!H", await r.readexactly(2))[0]
+        tl = struct.unpack("!H", await self._read(2))[0]
         if tl + 2 > n:
-            raise MQTTError("bad PUBLISH")
-        topic = await r.readexactly(tl)
+            raise OSError("bad PUBLISH")
+        topic = await self._read(tl)
         n -= tl + 2
         qos = (hdr >> 1) & 3
         pid = 0
         if qos:
-            pid = struct.unpack("!H", await r.readexactly(2))[0]
+            pid = struct.unpack("!H", await self._read(2))[0]
             n -= 2
-        if n > MAX_PACKET:
+        if n > _MAX_PACKET:
             await self._discard(n)
             payload = None  # too large: the handler reports it
         else:
-            payload = await r.readexactly(n) if n else b""
+            payload = await self._read(n) if n else b""
         if qos == 1:
-            await self._send(struct.pack("!BBH", PUBACK, 2, pid))
+            await self._send(struct.pack("!BBH", _PUBACK, 2, pid))
         if self.on_message:
             await self.on_message(topic, payload, bool(hdr & 1))
 
     async def _pinger(self):
         # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
         ka = self.keepalive * 1000  # ms; 0: no keepalive
-        step = min(ka // 2, RETRY_MS) if ka else RETRY_MS
+        step = min(ka // 2, _RETRY_MS) if ka else _RETRY_MS
         quiet = 0
         while True:
             await asyncio.sleep_ms(step)
@@ -259,11 +258,13 @@ class MQTTClient:
                 return
             quiet += step
             try:
+                if self._lock.locked():
+                    continue  # a send is stuck: no pile-up; the check above ends it
                 if ka and quiet >= ka // 2:
                     quiet = 0
-                    await self._send(bytes((PINGREQ, 0)))
+                    await self._send(bytes((_PINGREQ, 0)))
                 if self._inflight:
-                    await self._resend(RETRY_MS)
+                    await self._resend(_RETRY_MS)
             except Exception:
                 return
 
@@ -278,29 +279,22 @@ class MQTTClient:
             except Exception:
                 pass
 
-    async def disconnect(self):
-        self._stop = True
-        try:
-            await self._send(bytes((DISCONNECT, 0)))
-        except Exception:
-            pass
-        self._close()
-
     async def run(self):
         """Stay connected forever: connect, serve, reconnect with backoff."""
         backoff = 250
         while not self._stop:
+            gc.collect()  # a connection's buffers in one piece, not in fragments
             try:
                 await self._open()
                 self.connected = True
-                self.connects += 1
                 self._last_rx = clock.now()
                 backoff = 250
-                self._status("connected", "%s:%d" % (self.host, self.port))
                 if self._inflight:
                     await self._resend(0)  # unacknowledged before the link dropped
                 if self.on_connect:
                     await self.on_connect()
+                # Up, subscribed, and the state, availability... published.
+                self.on_status("connected", "%s:%d" % (self.host, self.port))
                 self._dead = False
                 self._reader_task = asyncio.create_task(self._reader())
                 t = asyncio.create_task(self._pinger())
@@ -312,16 +306,20 @@ class MQTTClient:
             except asyncio.CancelledError:
                 if not self._dead:
                     raise
-                self._status("disconnected", "keepalive timeout")
-            except ValueError as e:
-                # mbedTLS reports a certificate that does not verify this way.
-                why = "tls: certificate verify failed: " if self.ssl else ""
-                self._status("disconnected", why + _text(e))
+                self.on_status("disconnected", "keepalive timeout")
             except Exception as e:  # the link must never take the light down
-                why = _text(e)
-                self._status("disconnected", "tls: " + why if self.ssl and "MBEDTLS" in why else why)
+                why = " ".join(str(e).split()) or type(e).__name__  # one line
+                if why.isdigit():
+                    why = "[Errno %s]" % why  # an OSError with its number only
+                if self._hs and isinstance(e, ValueError):
+                    # How mbedTLS reports a certificate that does not verify.
+                    why = "tls: certificate verify failed: " + why
+                elif self._hs and "ECONNREFUSED" not in why:
+                    why = "tls: handshake failed: " + why
+                self.on_status("disconnected", why)
             finally:
                 self._close()
+                self._lock = asyncio.Lock()  # not held over by a send stuck on the old link
             if self._stop:
                 break
             jitter = os.urandom(1)[0] * backoff // 512  # up to +50 %

@@ -4,6 +4,14 @@
 #   <base>/<device_id>/availability  "online", "offline" via the last will
 #   <base>/<device_id>/error         error reports for bad commands
 #   <base>/<device_id>/ping          time-sync ping, answered on .../pong
+#   <base>/<device_id>/ack           a repeated command id: the original event
+#                                    again with "dup":true (not retained, so
+#                                    the retained state never rolls back)
+#   <discovery prefix>/light/<device_id>/config   Home Assistant discovery
+# State and availability go out at QoS 1 (config "qos", default 1) on a
+# persistent session (config "clean_session", default false).
+import sys
+
 import clock
 import protocol
 from mqtt import MQTTClient
@@ -25,47 +33,63 @@ class MqttLink:
         self.t_avail = base + "availability"
         self.t_error = base + "error"
         self.t_pong = base + "pong"
+        self.qos = q = 1 if m.get("qos", 1) else 0
+        self.t_disc = None
+        if m.get("discovery", True):
+            self.t_disc = "%s/light/%s/config" % (m.get("discovery_prefix") or "homeassistant", cfg["device_id"])
+        tls = m if m.get("tls") else None  # see mqtt_tls.py
         c = MQTTClient(
             m.get("client_id") or "lightctl-" + cfg["device_id"],
             m.get("host", "127.0.0.1"),
-            m.get("port", 1883),
+            m.get("port", 8883 if tls else 1883),
             m.get("user"),
             m.get("password"),
             m.get("keepalive", 30),
+            tls,
+            bool(m.get("clean_session", False)),
         )
-        c.set_last_will(self.t_avail, "offline", retain=True, qos=1)
-        c.subscribe(self.t_set, 1)
-        c.subscribe(self.t_ping, 0)
+        c.will = (self.t_avail, "offline", True, q)
+        c.subs = [(self.t_set, q), (self.t_ping, 0)]
         c.on_message = self.on_message
         c.on_connect = self.on_connect
         c.on_status = self.on_status
         self.client = c
-        self.errors = 0
-
-    def status(self):
-        return "connected" if self.client.connected else "disconnected"
 
     def on_status(self, status, detail):
         self.app.serial.status("mqtt", status, detail)
 
     async def on_connect(self):
         c = self.client
-        await c.publish(self.t_avail, "online", retain=True, qos=1)
+        q = self.qos
+        await c.publish(self.t_avail, "online", retain=True, qos=q)
+        if self.t_disc:
+            import discovery  # loaded for the connect, then dropped again
+
+            try:
+                await discovery.publish(self)
+            finally:
+                del sys.modules["discovery"]
         light = self.app.light
         body = light.last or light.state_body()
-        await c.publish(self.t_state, '{%s,"t_tx":%d}' % (body, clock.now()), retain=True)
+        await c.publish(self.t_state, b'{%s,"t_tx":%d}' % (body, clock.now()), retain=True, qos=q)
 
-    async def report(self, body):
+    async def report(self, body, ack=False):
+        """The event on the retained state topic; ack: a repeated command's
+        original event on the non-retained ack topic (the state never rolls back)."""
         c = self.client
         if not c.connected:
             return  # the current state is published again on (re)connect
         try:
-            await c.publish(self.t_state, '{%s,"t_tx":%d}' % (body, clock.now()), retain=True)
+            await c.publish(
+                self.t_pong[:-4] + "ack" if ack else self.t_state,
+                b'{%s,"t_tx":%d}' % (body, clock.now()),
+                not ack,
+                0 if ack else self.qos,
+            )
         except Exception:
             pass  # the reader notices the dead link and reconnects
 
     async def error(self, e):
-        self.errors += 1
         self.app.serial.write(protocol.error_json(e)[:-1] + ',"src":"mqtt"}')
         try:
             await self.client.publish(self.t_error, protocol.error_json(e))

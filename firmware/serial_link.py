@@ -87,7 +87,7 @@ class SerialLink:
         self.lines += 1
         cmd_id = None
         try:
-            obj = protocol.decode(bytes(memoryview(self.buf)[:n]))
+            obj = protocol.decode(self.buf, n)
             cmd_id = protocol.command_id(obj)
             await self._dispatch(obj, cmd_id, t_rx)
         except BadInput as e:

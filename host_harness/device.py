@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from . import boards
@@ -35,7 +36,12 @@ def unix_config(
     device_id: str | None = None,
     base_topic: str = "lightctl",
     keepalive: int = 30,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The device's config.json. ``extra`` is merged in: top-level options
+    (``restore``, ``state_file``, ``name`` ...) and, under ``"mqtt"``, MQTT ones
+    (``qos``, ``discovery``, ``ca``/``cert``/``key`` file paths: on the Unix
+    port the device reads the host's files directly)."""
     cfg: dict[str, Any] = {
         "device_id": device_id or f"unix-{secrets.token_hex(3)}",
         "base_topic": base_topic,
@@ -48,7 +54,13 @@ def unix_config(
             "user": broker.username,
             "password": broker.password,
             "keepalive": keepalive,
+            "tls": broker.tls,
         }
+    for key, value in (extra or {}).items():
+        if key == "mqtt" and "mqtt" in cfg:
+            cfg["mqtt"].update(value)
+        else:
+            cfg[key] = value
     return cfg
 
 
@@ -183,11 +195,18 @@ def open_device(
     device_id: str | None = None,
     keepalive: int = 30,
     precompile: bool = True,
+    config: dict[str, Any] | None = None,
+    workdir: str | Path | None = None,
 ) -> Device:
-    """Start (``unix``) or attach to (a pyserial URL) a device, ready to use."""
+    """Start (``unix``) or attach to (a pyserial URL) a device, ready to use.
+
+    ``config``: extra device options (see :func:`unix_config`); ``workdir``:
+    the Unix-port device's working directory (its flash), kept after it stops.
+    """
     bdef = boards.load(board)
     if spec == "unix":
-        unix = UnixDevice(unix_config(bdef, broker, device_id, keepalive=keepalive), micropython, heapsize, precompile)
+        cfg = unix_config(bdef, broker, device_id, keepalive=keepalive, extra=config)
+        unix = UnixDevice(cfg, micropython, heapsize, precompile, workdir=workdir)
         port = unix.start()
         try:
             dev = Device(SerialLink(port, name="unix device"), bdef, unix)

@@ -101,7 +101,7 @@ class Journeys:
         if self.mqtt is None:
             raise RuntimeError("this journey needs MQTT, and no broker was given")
         if not self._subscribed:
-            for leaf in ("state", "error", "availability", "pong"):
+            for leaf in ("state", "ack", "error", "availability", "pong"):
                 self.mqtt.subscribe(self.topic(leaf), qos=self.sub_qos)
             self._subscribed = True
         return self.mqtt
@@ -122,16 +122,17 @@ class Journeys:
         cmd_id: str | None = None,
         timeout: float | None = None,
     ) -> Journey:
-        """Publish a command on .../set; wait for .../state with its id."""
+        """Publish a command on .../set; wait for .../state with its id (or, for
+        an id the device has seen before, its original event on .../ack)."""
         import json
 
         mq = self._need_mqtt()
         cid = cmd_id or self.device.ids()
-        state_t, error_t = self.topic("state"), self.topic("error")
+        state_t, error_t, ack_t = self.topic("state"), self.topic("error"), self.topic("ack")
         since = mq.log.cursor
         t = mq.publish(self.topic("set"), json.dumps(self._command(state, brightness, cid)))
         ev = mq.log.wait_for(
-            lambda e: e.topic in (state_t, error_t) and e.get("id") == cid,
+            lambda e: e.topic in (state_t, ack_t, error_t) and e.get("id") == cid,
             timeout or self.timeout,
             f"state confirmation of command {cid!r} on {state_t}",
             since,

@@ -19,7 +19,16 @@ from .ids import IdMaker
 class HostMqtt:
     """A paho client whose received messages land in an EventLog."""
 
-    def __init__(self, broker: BrokerInfo, name: str = "host", ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: BrokerInfo,
+        name: str = "host",
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        """``ca_file``: the CA that signed a TLS broker's certificate (default:
+        the system's); ``cert_file``/``key_file``: a client certificate."""
         self.broker = broker
         self.client_id = IdMaker(f"lightctl-{name}-")()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
@@ -27,12 +36,18 @@ class HostMqtt:
             self.client.username_pw_set(broker.username, broker.password)
         if broker.tls:
             ctx = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                ctx.load_cert_chain(cert_file, key_file)
             self.client.tls_set_context(ctx)
         self.log = EventLog(f"MQTT {broker.redacted_url()}")
         self._connected = threading.Event()
         self._connect_error: str | None = None
         self._subacks: dict[int, threading.Event] = {}
+        self._subs: dict[str, int] = {}
+        self._connected_once = False
+        self.reconnects = -1  # connections after the first
         self._lock = threading.Lock()
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -41,6 +56,15 @@ class HostMqtt:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             self._connect_error = str(rc)
+        elif self._connected_once:
+            # A reconnect after the broker went away: a clean session lost
+            # the subscriptions, so make them again.
+            with self._lock:
+                subs = list(self._subs.items())
+            for topic, qos in subs:
+                client.subscribe(topic, qos)
+        self._connected_once = True
+        self.reconnects += 1
         self._connected.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
@@ -85,6 +109,7 @@ class HostMqtt:
         with self._lock:
             rc, mid = self.client.subscribe(topic, qos)
             self._subacks[mid] = done
+            self._subs[topic] = qos
         if rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"subscribe to {topic} failed: {paho.error_string(rc)}")
         if not done.wait(timeout):

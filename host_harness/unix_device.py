@@ -44,12 +44,16 @@ class UnixDevice:
         micropython: str | None = None,
         heapsize: str | None = "64k",
         precompile: bool = True,
+        workdir: str | Path | None = None,
     ) -> None:
+        """``workdir``: the device's working directory (its flash: state.json);
+        a given one is kept by cleanup(), a temporary one is removed."""
         self.config = config
         self.micropython = find_micropython(micropython)
         self.heapsize = heapsize
         self.precompile = precompile
-        self.workdir = Path(tempfile.mkdtemp(prefix="lightctl-unix-"))
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="lightctl-unix-"))
         self.config_path = self.workdir / "config.json"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: str = ""
@@ -127,7 +131,10 @@ class UnixDevice:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            self.config_path.unlink(missing_ok=True)
 
 
 def _heap_bytes(s: str) -> int:
