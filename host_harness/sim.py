@@ -11,13 +11,14 @@ from typing import Any
 from .broker import start_broker
 from .device import open_device
 from .events import Event
-from .run_job import add_common_options, board_for
+from .run_job import add_common_options, board_for, tls_options
 
 
 def run(args: argparse.Namespace) -> int:
     with start_broker(args.broker) as broker:
+        extra, heap = tls_options(args, broker.info)
         dev = open_device(
-            args.device, board_for(args), broker.info, args.micropython, args.heapsize, device_id=args.device_id
+            args.device, board_for(args), broker.info, args.micropython, heap, device_id=args.device_id, config=extra
         )
         try:
             b = dev.base

@@ -441,3 +441,21 @@ def test_credentials_never_appear_in_the_run_output_or_its_json(users: Users, tm
     for text in (r.stdout, r.stderr, out.read_text()):
         assert users.controller[1] not in text
     assert f"{users.controller[0]}:***@" in r.stdout
+
+
+@needs_mosquitto
+def test_run_over_mqtts_with_a_ca(users: Users, pki: Pki, tmp_path: Path) -> None:
+    """The main job against a TLS broker: `run --broker mqtts://... --ca FILE`."""
+    b = _secured_broker(users, pki)
+    try:
+        # the device and the host use the controller's account here: it may command and read
+        url = f"mqtts://{users.controller[0]}:{users.controller[1]}@localhost:{b.info.port}"
+        args = ["run", "--broker", url, "--ca", str(pki.ca), "--journeys", "mqtt", "--count", "5", "--warmup", "1"]
+        r = subprocess.run(
+            [sys.executable, "-m", "host_harness", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+    finally:
+        b.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mqtt journeys (closed): 5 confirmed, 0 lost" in r.stdout
+    assert users.controller[1] not in r.stdout + r.stderr
