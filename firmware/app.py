@@ -4,14 +4,18 @@ import gc
 import os
 import sys
 
+from micropython import const
+
 import board
 import clock
 import config
 import light
 from button import Button
+from protocol import BadInput
 from serial_link import SerialLink
 
 VERSION = "0.1.0"
+_PRESSES = const(64)  # simulated presses queued at most (a count: no RAM per press); more: busy
 
 
 class App:
@@ -45,7 +49,8 @@ class App:
             self.mqtt = MqttLink(self, cfg)
             self.links = [self.mqtt, self.serial]  # MQTT first: the user's view
         self.button = None
-        self._press_lock = asyncio.Lock()
+        self.presses = 0  # simulated presses queued, the one under way included
+        self._press_ev = asyncio.Event()
         bp = board.button_pin(b)
         if bp is not None:
             bd = b["button"]
@@ -82,40 +87,64 @@ class App:
         body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx, cmd_id is not None)
         if self.store:
             self.store.flag.set()  # written to flash a little later
-        try:
-            await origin.report(body)
-        finally:
-            # Even when the origin's report is cut short (a dead link being
-            # torn down), the other links still hear of the change.
-            for link in self.links:
-                if link is not origin:
-                    await link.report(body)
+        await self._tell(body, origin)
+
+    async def _tell(self, body, origin):
+        # Every link hears of the change, origin first, each report written at
+        # once (synchronously): the console shows changes in sequence order,
+        # whatever the network does. Only then is the MQTT stream drained.
+        m = self.mqtt
+        s = self.serial
+        if origin is s:
+            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+        p = m.post(body) if m else None
+        if origin is not s:
+            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+        if m:
+            await m.flush(p)
 
     async def on_button(self, t_edge):
-        # Local first: the pin is written before any network is touched.
-        body = self.light.toggle(self.new_id("button"), t_edge)
-        if self.store:
-            self.store.flag.set()
-        for link in self.links:
-            await link.report(body)
+        try:
+            # Local first: the pin is written before any network is touched.
+            body = self.light.toggle(self.new_id("button"), t_edge)
+            if self.store:
+                self.store.flag.set()
+            await self._tell(body, None)
+        except Exception as e:  # incl. MemoryError: the button keeps working
+            gc.collect()
+            self.serial.error(BadInput("internal", type(e).__name__))
 
     def press(self):
-        """A button press requested over the serial link."""
+        """A button press requested over the serial link: True, or False
+        without a button, or None when too many presses are queued."""
         btn = self.button
         if btn is None:
             return False
-        if board.press is not None:
-            asyncio.create_task(self._sim_press(btn))
-        else:
+        if board.press is None:
             btn.inject()
+        elif self.presses < _PRESSES:
+            self.presses += 1
+            self._press_ev.set()
+        else:
+            return None
         return True
 
-    async def _sim_press(self, btn):
-        # Presses queue up: each is a whole press, hold and release, and the
-        # next starts only once the debouncer has re-armed.
-        async with self._press_lock:
-            await board.press(btn.pin, btn.active_low)
-            await asyncio.sleep_ms(btn.debounce_ms + 5)
+    async def _press_run(self, btn):
+        # One task drives the queued presses, one after another: each is a
+        # whole press, hold and release, and the next starts only once the
+        # debouncer has re-armed.
+        ev = self._press_ev
+        while True:
+            await ev.wait()
+            ev.clear()
+            while self.presses:
+                try:
+                    await board.press(btn.pin, btn.active_low)
+                    await asyncio.sleep_ms(btn.debounce_ms + 5)
+                except Exception as e:
+                    gc.collect()
+                    self.serial.error(BadInput("internal", type(e).__name__))
+                self.presses -= 1
 
     def info_json(self, cmd_id, mem_free, mem_alloc):
         return (
@@ -162,6 +191,8 @@ class App:
             tasks.append(asyncio.create_task(self.store.run(self.light, self.serial.status)))
         if self.button:
             tasks.append(asyncio.create_task(self.button.run()))
+            if board.press is not None:
+                tasks.append(asyncio.create_task(self._press_run(self.button)))
         if self.mqtt:
             tasks.append(asyncio.create_task(self._mqtt()))
         await asyncio.gather(*tasks)

@@ -42,13 +42,19 @@ class Button:
             if self._inject:
                 self._inject = False
                 self.presses += 1
-                await self.on_press(self.t_edge)
+                await self._press()
                 continue
             if not self.pressed():
                 continue
             self.presses += 1
-            await self.on_press(self.t_edge)
+            await self._press()
             await self._wait_release()
+
+    async def _press(self):
+        try:
+            await self.on_press(self.t_edge)
+        except Exception:
+            pass  # on_press reports its own failures; this task must go on
 
     async def _wait_release(self):
         while True:

@@ -64,7 +64,10 @@ class MQTTClient:
         self.clean = clean
         self.will = None  # (topic, message, retain, qos)
         self.subs = []  # (topic, qos)
-        self.on_message = None  # async (topic: bytes, payload: bytes|None, retained: bool)
+        # async (topic, buf, n, retained): topic is the subscribed one (None if
+        # none matches), the payload is buf[:n]; n > len(buf): too long, unread
+        self.on_message = None
+        self.on_tick = None  # async (), at every keepalive/retransmission tick
         self.on_connect = None  # async ()
         self.on_status = print  # (status: str, detail: str)
         self.connected = False
@@ -79,38 +82,70 @@ class MQTTClient:
         self._dead = False
         self._reader_task = None
         self._hs = False  # in a TLS handshake
+        self.buf = bytearray(_MAX_PACKET)  # each incoming packet is read into it
 
     # -- wire ------------------------------------------------------------
-    async def _send(self, pkt):
+    # A packet is written whole and at once (StreamWriter.write is synchronous:
+    # what the socket does not take waits in the stream's out_buf), unless
+    # another writer holds the stream: a packet written in pieces (discovery)
+    # or a drain under way, which must not see out_buf grow under it.
+    def _write(self, pkt):
+        """Write pkt now: None once written, else pkt, for flush() to send."""
         w = self._w
         if w is None:
             raise OSError("not connected")
+        if self._lock.locked():
+            return pkt
+        w.write(pkt)
+
+    async def flush(self, pkt=None):
+        """Send a packet _write could not, and drain what the socket has not
+        taken yet. Yields at least once, as a drain does."""
+        w = self._w
+        if w is None:
+            raise OSError("not connected")
+        if pkt is None and not w.out_buf:
+            await asyncio.sleep_ms(0)
+            return
         async with self._lock:
-            w.write(pkt)
+            if self._w is not w:
+                raise OSError("not connected")
+            if pkt is not None:
+                w.write(pkt)
             await w.drain()
 
-    async def _read(self, n):
-        # What has arrived already (in the socket or inside the TLS layer) is
-        # read at once, without a round trip through the scheduler's poll: on
-        # a TLS socket that poll cannot see bytes mbedTLS holds decrypted.
-        if not n:
-            return b""
-        b = self._r.s.read(n)
-        if b is None:
-            return await self._r.readexactly(n)
-        if not b:
-            raise EOFError
-        if len(b) < n:
-            b += await self._r.readexactly(n - len(b))
-        return b
+    async def _send(self, pkt):
+        await self.flush(self._write(pkt))
+
+    async def _fill(self, n):
+        # n bytes (at most len(buf)) into the preallocated buffer: no allocation
+        # per packet but a small memoryview. What has arrived already (in the
+        # socket or inside the TLS layer) is read at once, without a round trip
+        # through the scheduler's poll: on a TLS socket that poll cannot see
+        # bytes mbedTLS holds decrypted.
+        r = self._r
+        mv = memoryview(self.buf)
+        i = 0
+        while i < n:
+            k = r.s.readinto(mv[i:n])
+            if k is None:
+                k = await r.readinto(mv[i:n])
+                if k is None:
+                    continue
+            if not k:
+                raise EOFError
+            i += k
 
     async def _read_packet(self):
-        hdr = (await self._read(1))[0]
+        buf = self.buf
+        await self._fill(1)
+        hdr = buf[0]
         t = clock.now()
         n = 0
         shift = 0
         while True:
-            b = (await self._read(1))[0]
+            await self._fill(1)
+            b = buf[0]
             n |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
@@ -122,8 +157,8 @@ class MQTTClient:
 
     async def _discard(self, n):
         while n:
-            k = min(n, 256)
-            await self._read(k)
+            k = min(n, _MAX_PACKET)
+            await self._fill(k)
             n -= k
 
     def _next_pid(self):
@@ -165,18 +200,22 @@ class MQTTClient:
         body = var + payload
         await self._send(bytes((_CONNECT,)) + _remaining(len(body)) + body)
         hdr, n = await wait_for(self._read_packet(), 10)
-        data = await self._read(n)
-        self._hs = False
         if hdr != _CONNACK or n != 2:
             raise OSError("expected CONNACK")
-        if data[1] != 0:
-            raise OSError("connection refused, code %d" % data[1])
+        await self._fill(2)
+        self._hs = False
+        if self.buf[1] != 0:
+            raise OSError("connection refused, code %d" % self.buf[1])
         for topic, qos in self.subs:
             pid = self._next_pid()
             body = struct.pack("!H", pid) + _str(topic) + bytes((qos,))
             await self._send(bytes((_SUBSCRIBE,)) + _remaining(len(body)) + body)
 
-    async def publish(self, topic, msg, retain=False, qos=0):
+    def put(self, topic, msg, retain=False, qos=0):
+        """Build a PUBLISH and write it now (synchronous): None once written,
+        else the packet, to be sent by flush(pkt). Raises OSError when down."""
+        if self._w is None:
+            raise OSError("not connected")
         if isinstance(msg, str):
             msg = msg.encode()
         t = _str(topic)
@@ -196,7 +235,10 @@ class MQTTClient:
             self._inflight[topic] = [pid, pkt, clock.now()]
         else:
             pkt = bytes((hdr,)) + _remaining(n) + t + msg
-        await self._send(pkt)
+        return self._write(pkt)
+
+    async def publish(self, topic, msg, retain=False, qos=0):
+        await self.flush(self.put(topic, msg, retain, qos))
 
     async def _resend(self, age_ms):
         """Send unacknowledged PUBLISHes again (DUP set) once older than age_ms."""
@@ -208,13 +250,15 @@ class MQTTClient:
                 await self._send(e[1])
 
     async def _reader(self):
+        buf = self.buf
         while True:
             hdr, n = await self._read_packet()
             kind = hdr & 0xF0
             if kind == _PUBLISH:
                 await self._on_publish(hdr, n)
             elif kind == _PUBACK and n == 2:
-                pid = struct.unpack("!H", await self._read(2))[0]
+                await self._fill(2)
+                pid = buf[0] << 8 | buf[1]
                 for topic, e in self._inflight.items():
                     if e[0] == pid:
                         del self._inflight[topic]
@@ -223,25 +267,38 @@ class MQTTClient:
                 await self._discard(n)
 
     async def _on_publish(self, hdr, n):
-        tl = struct.unpack("!H", await self._read(2))[0]
+        # Topic and payload are read into self.buf in turn: the topic is
+        # matched against the subscriptions in place, then the payload
+        # overwrites it. Nothing is allocated per message.
+        buf = self.buf
+        await self._fill(2)
+        tl = buf[0] << 8 | buf[1]
         if tl + 2 > n:
             raise OSError("bad PUBLISH")
-        topic = await self._read(tl)
         n -= tl + 2
+        topic = None
+        if tl > _MAX_PACKET:
+            await self._discard(tl)  # no topic of ours
+        else:
+            await self._fill(tl)
+            for t, _ in self.subs:
+                if len(t) == tl and buf.find(t, 0, tl) == 0:
+                    topic = t
+                    break
         qos = (hdr >> 1) & 3
         pid = 0
         if qos:
-            pid = struct.unpack("!H", await self._read(2))[0]
+            await self._fill(2)
+            pid = buf[0] << 8 | buf[1]
             n -= 2
         if n > _MAX_PACKET:
-            await self._discard(n)
-            payload = None  # too large: the handler reports it
+            await self._discard(n)  # too large: the handler reports it
         else:
-            payload = await self._read(n) if n else b""
+            await self._fill(n)
         if qos == 1:
             await self._send(struct.pack("!BBH", _PUBACK, 2, pid))
         if self.on_message:
-            await self.on_message(topic, payload, bool(hdr & 1))
+            await self.on_message(topic, buf, n, bool(hdr & 1))
 
     async def _pinger(self):
         # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
@@ -265,6 +322,8 @@ class MQTTClient:
                     await self._send(bytes((_PINGREQ, 0)))
                 if self._inflight:
                     await self._resend(_RETRY_MS)
+                if self.on_tick:
+                    await self.on_tick()
             except Exception:
                 return
 

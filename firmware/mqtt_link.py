@@ -10,6 +10,7 @@
 #   <discovery prefix>/light/<device_id>/config   Home Assistant discovery
 # State and availability go out at QoS 1 (config "qos", default 1) on a
 # persistent session (config "clean_session", default false).
+import gc
 import sys
 
 import clock
@@ -53,7 +54,9 @@ class MqttLink:
         c.on_message = self.on_message
         c.on_connect = self.on_connect
         c.on_status = self.on_status
+        c.on_tick = self.on_tick
         self.client = c
+        self.dirty = False  # a state report was lost: the current state goes out again
 
     def on_status(self, status, detail):
         self.app.serial.status("mqtt", status, detail)
@@ -72,37 +75,74 @@ class MqttLink:
         light = self.app.light
         body = light.last or light.state_body()
         await c.publish(self.t_state, b'{%s,"t_tx":%d}' % (body, clock.now()), retain=True, qos=q)
+        self.dirty = False
 
-    async def report(self, body, ack=False):
-        """The event on the retained state topic; ack: a repeated command's
-        original event on the non-retained ack topic (the state never rolls back)."""
+    def post(self, body, ack=False):
+        """Write the event's PUBLISH now (synchronous) on the retained state
+        topic; ack: a repeated command's original event on the non-retained
+        ack topic (the state never rolls back). Returns a packet still to be
+        sent by flush(), or None. Never raises: on MemoryError, collects and
+        tries once more, then reports it (lost)."""
         c = self.client
         if not c.connected:
-            return  # the current state is published again on (re)connect
+            return None  # the current state is published again on (re)connect
+        for _ in (0, 1):
+            try:
+                p = c.put(
+                    self.t_pong[:-4] + "ack" if ack else self.t_state,
+                    b'{%s,"t_tx":%d}' % (body, clock.now()),
+                    not ack,
+                    0 if ack else self.qos,
+                )
+                if not ack:
+                    self.dirty = False  # this is the current state
+                return p
+            except MemoryError:
+                gc.collect()
+            except Exception:
+                return None  # the reader notices the dead link; the state goes out on reconnect
+        self.lost()
+
+    def lost(self):
+        """A report hit MemoryError: the console hears of it, and the current
+        state is published again at the next tick (or on reconnect)."""
+        self.dirty = True
+        gc.collect()
+        self.app.serial.write('{"ev":"error","code":"internal","msg":"MemoryError: report lost","src":"mqtt"}')
+
+    async def flush(self, p=None):
         try:
-            await c.publish(
-                self.t_pong[:-4] + "ack" if ack else self.t_state,
-                b'{%s,"t_tx":%d}' % (body, clock.now()),
-                not ack,
-                0 if ack else self.qos,
-            )
+            await self.client.flush(p)
+        except MemoryError:
+            self.lost()
         except Exception:
-            pass  # the reader notices the dead link and reconnects
+            pass  # a dead link: the reader notices it; the state goes out again on reconnect
+
+    async def report(self, body, ack=False):
+        await self.flush(self.post(body, ack))
+
+    async def on_tick(self):
+        if self.dirty:
+            light = self.app.light
+            await self.report(light.last or light.state_body())
 
     async def error(self, e):
-        self.app.serial.write(protocol.error_json(e)[:-1] + ',"src":"mqtt"}')
+        s = protocol.error_json(e)
+        self.app.serial.write(s[:-1] + ',"src":"mqtt"}')
         try:
-            await self.client.publish(self.t_error, protocol.error_json(e))
+            await self.client.publish(self.t_error, s)
+        except MemoryError:
+            self.lost()
         except Exception:
-            pass
+            pass  # a dead link: the reader notices it and reconnects
 
-    async def on_message(self, topic, payload, retained):
+    async def on_message(self, topic, buf, n, retained):
         t_rx = self.client.t_packet
         cmd_id = None
         try:
-            if payload is None:
+            if n > protocol.MAX_LEN:
                 raise BadInput("too_long", "payload longer than %d bytes" % protocol.MAX_LEN)
-            obj = protocol.decode(payload)
+            obj = protocol.decode(buf, n)
             cmd_id = protocol.command_id(obj)
             if topic == self.t_ping:
                 protocol.unknown_fields(obj, PING_FIELDS, cmd_id)

@@ -112,7 +112,10 @@ class SerialLink:
                 cmd_id or "", app.light.state_body(), app.light.output.report(), app.mqtt_status()))
         elif op == "press":
             protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
-            if not app.press():
+            ok = app.press()
+            if not ok:
+                if ok is None:
+                    raise BadInput("busy", "too many presses queued", cmd_id)
                 raise BadInput("no_button", "this board has no button", cmd_id)
             self.write('{"ev":"ack","op":"press","id":"%s"}' % (cmd_id or ""))
         elif op == "info":

@@ -698,12 +698,6 @@ def _storm(dev: Device, presses: int, sets: int, timeout: float) -> tuple[list[E
     return answers, [e for e in evs if e.kind == "change" and e.get("src") == "button"]
 
 
-KNOWN_PRESS_TASKS = (
-    "known bug in app.py: App.press makes one task per queued press (~300 B each) with no limit; in a 64k heap "
-    "queued presses run out of memory (MemoryError in _sim_press loses the press, in on_button it ends the firmware)"
-)
-
-
 def _crashed(dev: Device) -> list[str]:
     dead = [] if dev.unix is None or dev.unix.alive else ["the process exited"]
     return dead + [n for n in dev.link.noise if "Traceback" in n or "MemoryError" in n]
@@ -735,9 +729,6 @@ def test_a_long_storm_of_presses_neither_crashes_nor_loses_a_press(
     room for (with an error), but each press it accepts toggles exactly once."""
     dev = device_factory()
     dev.wait_mqtt()
-    info = dev.fetch_info()
-    if info["mem_alloc"] + info["mem_free"] <= 64 * 1024:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_PRESS_TASKS))
     presses = 40
     answers, toggles = _storm(dev, presses, 0, timeout=presses * 0.5 + 5)
     assert not _crashed(dev), dev.link.noise_tail(20)

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 from host_harness.device import Device
 from host_harness.mqtt_client import HostMqtt
 from host_harness.pytest_plugin import DeviceFactory
@@ -71,11 +69,6 @@ def test_soak_with_random_faults_in_a_64k_heap(device_factory: DeviceFactory, mq
     assert last.mem_alloc <= first.mem_alloc + soak.HEAP_SLACK, why
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="App.command and App.on_button write the console report after awaiting the MQTT publish, so a "
-    "serial command handled meanwhile is reported first: the console shows seq n+1 before seq n",
-)
 def test_the_console_reports_changes_in_sequence_order(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
     """Serial commands pipelined while MQTT commands arrive: whatever the
     interleaving, the console must report the changes in the order of their
