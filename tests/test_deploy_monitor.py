@@ -235,7 +235,14 @@ def unix_port() -> Iterator[str]:
     b["ticks"] = {"period": 2**20, "start": 2**20 - 200_000}
     u = UnixDevice(unix_config(b, None))
     try:
-        yield u.start()
+        port = u.start()
+        # Booted before the monitor opens the port: its boot line is not one of the events counted.
+        probe = Device(SerialLink(port, name="probe"), b)
+        try:
+            probe.wait_boot()
+        finally:
+            probe.link.close()
+        yield port
     finally:
         u.cleanup()
 
