@@ -10,7 +10,15 @@ SIMULATED = impl.press is not None
 
 
 def output(bdef):
-    return impl.Output(bdef.get("output", {}))
+    o = impl.Output(bdef.get("output", {}))
+    o.sense = None
+    d = bdef.get("sense")
+    if d:
+        from sense import Sense
+
+        o.sense = Sense(impl.sense_pin(d, o), bool(d.get("active_low", False)))
+        impl.button_irq(o.sense.pin, o.sense.irq)
+    return o
 
 
 def button_pin(bdef):

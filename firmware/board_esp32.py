@@ -28,6 +28,12 @@ class Output:
         return '{"level":%d,"duty_u16":%d}' % (1 if self.duty else 0, self.duty)
 
 
+def sense_pin(d, output):
+    pull = d.get("pull")
+    p = Pin.PULL_UP if pull == "up" else (Pin.PULL_DOWN if pull == "down" else None)
+    return Pin(d["pin"], Pin.IN, p)
+
+
 # IRQ to task: the one primitive safe to set from an interrupt handler.
 Flag = asyncio.ThreadSafeFlag
 

@@ -35,6 +35,7 @@ class Output:
         self.active_low = bool(d.get("active_low", False))
         self.pin = SimPin(d.get("pin", "LED"), 1 if self.active_low else 0)
         self.duty = 0
+        self.wire = None  # a sense input wired to this pin, if the board has one
 
     def write(self, on, brightness):
         if self.pwm:
@@ -44,9 +45,18 @@ class Output:
         else:
             self.duty = 65535 if on != self.active_low else 0
             self.pin.value(1 if on != self.active_low else 0)
+        if self.wire:
+            self.wire.value(self.pin.value())
 
     def report(self):
         return '{"level":%d,"duty_u16":%d}' % (self.pin.value(), self.duty)
+
+
+def sense_pin(d, output):
+    """A simulated input wired to the output pin: it follows the pin's level."""
+    p = SimPin(d.get("pin", "SENSE"), output.pin.value())
+    output.wire = p
+    return p
 
 
 # The simulated "IRQ" runs in a task, not an interrupt, so a plain asyncio

@@ -59,11 +59,18 @@ class Light:
                 self.brightness = brightness
                 if state is None:
                     on = True  # Home Assistant: a brightness alone turns it on
+        s = self.output.sense
+        if s:
+            s.edges = 0
         self.output.write(on, self.brightness)
         t_pin = clock.now()
         self.on = on
         self.seq += 1
         self.last = EVENT % (self.seq, cmd_id, src, ON if on else OFF, self.brightness, t_rx, t_pin)
+        if s:
+            t = s.seen(on, t_pin)
+            if t:
+                self.last += ',"t_sense":%d' % t
         if keep:
             off = self.seen_i * _SLOT
             self.seen_i = (self.seen_i + 1) % _SEEN

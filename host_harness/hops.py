@@ -1,6 +1,7 @@
 """Split a journey into hops on the host's clock.
 
     host send --host_to_device--> device receive --device_apply--> pin written
+      [--device_sense--> light sensed, on boards with a sense input]
       --device_report--> report handed to transport --device_to_host--> host receive
 
 Device timestamps are mapped onto the host clock by a clock model (see
@@ -16,12 +17,20 @@ from typing import Protocol
 
 from .journey import Journey
 
-HOPS: tuple[str, ...] = ("host_queue", "host_to_device", "device_apply", "device_report", "device_to_host")
+HOPS: tuple[str, ...] = (
+    "host_queue",
+    "host_to_device",
+    "device_apply",
+    "device_sense",
+    "device_report",
+    "device_to_host",
+)
 
 LABELS = {
     "host_queue": "host: intended start -> sent",
     "host_to_device": "host sent -> device received",
     "device_apply": "device: received -> pin written",
+    "device_sense": "device: pin written -> light sensed",
     "device_report": "device: pin written -> report handed over",
     "device_to_host": "device report -> host received",
 }
@@ -69,6 +78,8 @@ def split(j: Journey, clock: ClockMap) -> HopTimes:
     rx = clock.device_to_host_ns(j.dev_t_rx, near)
     pin = clock.device_to_host_ns(j.dev_t_pin, near)
     tx = clock.device_to_host_ns(j.dev_t_tx, near)
+    # A board with a sense input confirms the light itself: the report hop then starts there.
+    sensed = pin if j.dev_t_sense is None else clock.device_to_host_ns(j.dev_t_sense, near)
     start = j.t_intended_ns if j.t_intended_ns is not None else j.t_send_ns
     return HopTimes(
         j,
@@ -76,7 +87,8 @@ def split(j: Journey, clock: ClockMap) -> HopTimes:
             "host_queue": (j.t_send_ns - start) / 1e6,
             "host_to_device": (rx - j.t_send_ns) / 1e6,
             "device_apply": (pin - rx) / 1e6,
-            "device_report": (tx - pin) / 1e6,
+            "device_sense": (sensed - pin) / 1e6,
+            "device_report": (tx - sensed) / 1e6,
             "device_to_host": (j.t_confirm_ns - tx) / 1e6,
         },
     )

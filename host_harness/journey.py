@@ -41,6 +41,7 @@ class Journey:
     dev_t_tx: int  # device ticks_us: report handed to the transport
     ticks_period: int
     t_intended_ns: int | None = None  # open loop: when the schedule meant to send it
+    dev_t_sense: int | None = None  # device ticks_us: a sense input saw the light change (boards with one)
 
     @property
     def e2e_ms(self) -> float:
@@ -77,6 +78,7 @@ def journey_from_event(kind: str, cid: str, t_send: int, ev: Event, period: int)
         dev_t_pin=int(d["t_pin"]),
         dev_t_tx=int(d["t_tx"]),
         ticks_period=period,
+        dev_t_sense=int(d["t_sense"]) if isinstance(d.get("t_sense"), int) else None,
     )
 
 

@@ -25,10 +25,10 @@ class JourneyRun:
         self.hop_times.append(split(j, clock))
 
     def hops_present(self) -> list[str]:
-        """Hops with any time in them (host_queue only shows in open loop)."""
+        """Hops with any time in them (host_queue only in open loop, device_sense with a sense input)."""
         out = []
         for h in HOPS:
-            if h == "host_queue" and all(ht.hops[h] == 0 for ht in self.hop_times):
+            if h in ("host_queue", "device_sense") and all(ht.hops[h] == 0 for ht in self.hop_times):
                 continue
             out.append(h)
         return out

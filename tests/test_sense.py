@@ -1,0 +1,55 @@
+"""Physical confirmation: a sense input wired to the light's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from host_harness import boards
+from host_harness.hops import UnixTruthClock
+from host_harness.journey import Journeys, ticks_diff
+from host_harness.load import closed_loop
+from host_harness.mqtt_client import HostMqtt
+from host_harness.pytest_plugin import DeviceFactory
+
+pytestmark = pytest.mark.unix_only  # the simulated sense pin is wired to the simulated LED
+
+
+@pytest.fixture
+def sense_board(tmp_path: Path) -> str:
+    b = boards.load("unix")
+    b["sense"] = {"pin": "SENSE", "active_low": False}
+    f = tmp_path / "unix-sense.json"
+    f.write_text(json.dumps(b))
+    return str(f)
+
+
+def test_the_event_carries_when_the_light_was_sensed(sense_board: str, device_factory: DeviceFactory) -> None:
+    dev = device_factory(board=sense_board)
+    period = int(dev.info["ticks_period"])
+    for state in ("ON", "OFF", "ON"):
+        ev = dev.set(state, 90)
+        t_pin, t_sense, t_tx = ev.get("t_pin"), ev.get("t_sense"), ev.get("t_tx")
+        assert isinstance(t_sense, int), ev.data
+        assert 0 <= ticks_diff(t_sense, t_pin, period) <= ticks_diff(t_tx, t_pin, period)
+
+
+def test_the_sensed_hop_appears_in_the_waterfall_and_hops_still_sum(
+    sense_board: str, device_factory: DeviceFactory, mqtt: HostMqtt
+) -> None:
+    dev = device_factory(board=sense_board)
+    dev.wait_mqtt()
+    run = closed_loop(Journeys(dev, mqtt), "mqtt", 10, UnixTruthClock())
+    assert "device_sense" in run.hops_present()
+    for ht in run.hop_times:
+        assert ht.journey.dev_t_sense is not None
+        assert ht.hops["device_sense"] >= 0
+        assert abs(ht.total_ms - ht.journey.e2e_ms) <= 0.02 * ht.journey.e2e_ms
+
+
+def test_without_a_sense_input_there_is_no_sensed_hop(device_factory: DeviceFactory) -> None:
+    dev = device_factory()
+    ev = dev.set("ON")
+    assert "t_sense" not in ev.data
