@@ -21,7 +21,7 @@ from .device import Device
 from .events import WaitTimeout
 from .ids import IdMaker
 from .journey import ticks_diff
-from .serial_link import MAX_LINE, SerialLink
+from .serial_link import SerialLink
 
 DEFAULT_PERIOD = 2**30  # MicroPython's ticks period on most ports
 NOISE_PREFIX = "  | "
@@ -34,41 +34,6 @@ def duration(us: int) -> str:
     if abs(us) < 1_000_000:
         return f"{us / 1000:.2f} ms"
     return f"{us / 1e6:.2f} s"
-
-
-class LineSplitter:
-    """Bytes in, (arrival ns, text) lines out, as the serial link splits them."""
-
-    def __init__(self, out: queue.Queue[tuple[int, str]]) -> None:
-        self.out = out
-        self.buf = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        now = time.monotonic_ns()
-        self.buf += chunk
-        while True:
-            i = self.buf.find(b"\n")
-            if i < 0:
-                if len(self.buf) > MAX_LINE:
-                    self.out.put((now, self.buf[:MAX_LINE].decode("utf-8", "replace")))
-                    del self.buf[:MAX_LINE]
-                return
-            line = bytes(self.buf[:i]).strip(b"\r")
-            del self.buf[: i + 1]
-            self.out.put((now, line.decode("utf-8", "replace")))
-
-
-def parse(text: str) -> tuple[str, dict[str, Any] | None]:
-    """(noise before the event, event) for one line; event None for a noise line."""
-    start = text.find('{"ev"')
-    if start >= 0:
-        try:
-            data = json.loads(text[start:])
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            return text[:start], data
-    return text, None
 
 
 class Formatter:
@@ -152,10 +117,9 @@ def monitor(
             file=err,
         )
     bdef = boards.load(board) if board else {}
-    lines: queue.Queue[tuple[int, str]] = queue.Queue()
-    splitter = LineSplitter(lines)
+    lines: queue.Queue[tuple[int, str, dict[str, Any] | None]] = queue.Queue()
     link = SerialLink(port, name="monitor")
-    link.raw_listeners.append(splitter.feed)
+    link.line_listeners.append(lambda now, noise, ev: lines.put((now, noise, ev)))
     fmt = Formatter()
     dev = Device(link, bdef)
     dev.ids = IdMaker("mon")
@@ -186,13 +150,12 @@ def monitor(
             if left is not None and left <= 0:
                 break
             try:
-                host_ns, text = lines.get(timeout=0.2 if left is None else min(0.2, left))
+                host_ns, noise, ev = lines.get(timeout=0.2 if left is None else min(0.2, left))
             except queue.Empty:
                 if link.log.closed_reason:
                     emit(f"monitor: {link.log.closed_reason}")
                     return printed
                 continue
-            noise, ev = parse(text)
             if noise.strip():
                 emit(f"{dim}{wall(host_ns)}{NOISE_PREFIX}{noise}{undim}")
             if ev is None:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import serial
@@ -20,6 +21,21 @@ import serial
 from .events import Event, EventLog
 
 MAX_LINE = 4096
+
+LineListener = Callable[[int, str, dict[str, Any] | None], None]
+
+
+def split_event(text: str) -> tuple[str, dict[str, Any] | None]:
+    """One console line: (noise before the event, the event) or (the line, None)."""
+    start = text.find('{"ev"')
+    if start >= 0:
+        try:
+            data = json.loads(text[start:])
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return text[:start], data
+    return text, None
 
 
 class SerialLink:
@@ -31,7 +47,8 @@ class SerialLink:
             raise ConnectionError(f"cannot open serial port {url}: {e}") from e
         self.log = EventLog(f"{name} {url}")
         self.noise: deque[str] = deque(maxlen=200)
-        self.raw_listeners: list[Any] = []
+        self.raw_listeners: list[Any] = []  # called with every chunk of bytes read
+        self.line_listeners: list[LineListener] = []  # called per line, in order: (arrival ns, noise, event)
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
@@ -56,7 +73,7 @@ class SerialLink:
                 i = buf.find(b"\n")
                 if i < 0:
                     if len(buf) > MAX_LINE:
-                        self.noise.append(buf[:MAX_LINE].decode("utf-8", "replace"))
+                        self._line(bytes(buf[:MAX_LINE]), now)  # too long for an event: noise
                         del buf[:MAX_LINE]
                     break
                 line = bytes(buf[:i]).strip(b"\r")
@@ -64,20 +81,13 @@ class SerialLink:
                 self._line(line, now)
 
     def _line(self, line: bytes, now: int) -> None:
-        text = line.decode("utf-8", "replace")
-        start = text.find('{"ev"')
-        if start >= 0:
-            try:
-                data = json.loads(text[start:])
-            except ValueError:
-                data = None
-            if isinstance(data, dict):
-                if start > 0:
-                    self.noise.append(text[:start])
-                self.log.add(Event(data=data, host_ns=now, via="serial"))
-                return
-        if text:
-            self.noise.append(text)
+        noise, data = split_event(line.decode("utf-8", "replace"))
+        if noise:
+            self.noise.append(noise)
+        if data is not None:
+            self.log.add(Event(data=data, host_ns=now, via="serial"))
+        for cb in self.line_listeners:
+            cb(now, noise, data)
 
     def write_raw(self, data: bytes) -> int:
         """Write bytes; returns time.monotonic_ns() just before the write."""
