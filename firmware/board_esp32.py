@@ -28,10 +28,13 @@ class Output:
         return '{"level":%d,"duty_u16":%d}' % (1 if self.duty else 0, self.duty)
 
 
-def sense_pin(d, output):
-    pull = d.get("pull")
+def _input(d, pull):
     p = Pin.PULL_UP if pull == "up" else (Pin.PULL_DOWN if pull == "down" else None)
     return Pin(d["pin"], Pin.IN, p)
+
+
+def sense_pin(d, output):
+    return _input(d, d.get("pull"))
 
 
 # IRQ to task: the one primitive safe to set from an interrupt handler.
@@ -39,9 +42,7 @@ Flag = asyncio.ThreadSafeFlag
 
 
 def button_pin(d):
-    pull = d.get("pull", "up")
-    p = Pin.PULL_UP if pull == "up" else (Pin.PULL_DOWN if pull == "down" else None)
-    return Pin(d["pin"], Pin.IN, p)
+    return _input(d, d.get("pull", "up"))
 
 
 def button_irq(pin, handler):

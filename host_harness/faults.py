@@ -162,7 +162,7 @@ def count_applied(devices: list[Device], ids: set[str], settle_s: float = 3.0) -
 def run_commands(
     name: str,
     sender: ReliableSender,
-    devices: Callable[[], list[Device]],
+    devices: list[Device],
     ids: Callable[[], str],
     count: int,
     during: Callable[[int], None] | None = None,
@@ -175,7 +175,7 @@ def run_commands(
             during(i)
         cmd = {"state": "ON" if i % 2 == 0 else "OFF", "brightness": (i * 37) % 255 + 1}
         res.outcomes.append(sender.send(ids(), cmd, deadline_s))
-    res.applied = count_applied(devices(), {o.cmd_id for o in res.outcomes})
+    res.applied = count_applied(devices, {o.cmd_id for o in res.outcomes})
     return res
 
 
@@ -214,7 +214,7 @@ def lost_confirmation(broker: RunningBroker, make_device: MakeDevice, count: int
                     )
                 )
 
-        res = run_commands("confirmation lost, retried", sender, lambda: [dev], ids, count, during)
+        res = run_commands("confirmation lost, retried", sender, [dev], ids, count, during)
         res.notes.append(f"victim {victim}")
         res.acks = [str(e.get("id")) for e in mq.log.events() if e.topic == f"{dev.base}/ack" and e.get("dup")]
         return res
@@ -234,9 +234,7 @@ def broker_restart(broker: RunningBroker, make_device: MakeDevice, count: int = 
             restarted.append(time.monotonic())
 
     try:
-        res = run_commands(
-            "broker restarted", ReliableSender(mq, dev.base, 1.0), lambda: [dev], IdMaker("brk"), count, during
-        )
+        res = run_commands("broker restarted", ReliableSender(mq, dev.base, 1.0), [dev], IdMaker("brk"), count, during)
     finally:
         mq.close()
     first = _first_confirmed_after(res, count // 2)
@@ -267,7 +265,7 @@ def partition(
         res = run_commands(
             f"partition {seconds:g} s, healed",
             ReliableSender(mq, dev.base, 2.0),
-            lambda: [dev],
+            [dev],
             IdMaker("part"),
             count,
             during,
@@ -287,7 +285,7 @@ def device_killed(broker: RunningBroker, proxy: FaultProxy, make_device: MakeDev
     try:
         sender = ReliableSender(mq, dev.base, attempt_timeout=2.0)
         ids = IdMaker("kill")
-        res = run_commands("device killed mid-command", sender, lambda: [dev], ids, count - 1)
+        res = run_commands("device killed mid-command", sender, [dev], ids, count - 1)
         devices = [dev]
         proxy.down.paused = True  # the command reaches the broker, the link holds it
         cid = ids()
@@ -326,7 +324,7 @@ def slow_link(
         res = run_commands(
             f"slow link {delay_s * 1000:g} ms each way",
             ReliableSender(mq, dev.base, 3.0),
-            lambda: [dev],
+            [dev],
             IdMaker("slow"),
             count,
         )

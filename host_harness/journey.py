@@ -9,6 +9,7 @@ to the transport) come along in the confirmation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,16 @@ def journey_from_event(kind: str, cid: str, t_send: int, ev: Event, period: int)
     )
 
 
+def set_command(state: str | None, brightness: int | None, cid: str) -> dict[str, Any]:
+    """A set command's fields: the id, and state and brightness when given."""
+    cmd: dict[str, Any] = {"id": cid}
+    if state is not None:
+        cmd["state"] = state
+    if brightness is not None:
+        cmd["brightness"] = brightness
+    return cmd
+
+
 class Journeys:
     """Drives journeys against one device, over serial and over MQTT."""
 
@@ -108,15 +119,6 @@ class Journeys:
             self._subscribed = True
         return self.mqtt
 
-    @staticmethod
-    def _command(state: str | None, brightness: int | None, cid: str) -> dict[str, Any]:
-        cmd: dict[str, Any] = {"id": cid}
-        if state is not None:
-            cmd["state"] = state
-        if brightness is not None:
-            cmd["brightness"] = brightness
-        return cmd
-
     def via_mqtt(
         self,
         state: str | None = None,
@@ -126,13 +128,11 @@ class Journeys:
     ) -> Journey:
         """Publish a command on .../set; wait for .../state with its id (or, for
         an id the device has seen before, its original event on .../ack)."""
-        import json
-
         mq = self._need_mqtt()
         cid = cmd_id or self.device.ids()
         state_t, error_t, ack_t = self.topic("state"), self.topic("error"), self.topic("ack")
         since = mq.log.cursor
-        t = mq.publish(self.topic("set"), json.dumps(self._command(state, brightness, cid)))
+        t = mq.publish(self.topic("set"), json.dumps(set_command(state, brightness, cid)))
         ev = mq.log.wait_for(
             lambda e: e.topic in (state_t, ack_t, error_t) and e.get("id") == cid,
             timeout or self.timeout,
@@ -152,7 +152,7 @@ class Journeys:
     ) -> Journey:
         """Send a set command over the serial link; wait for its change event."""
         cid = cmd_id or self.device.ids()
-        fields = self._command(state, brightness, cid)
+        fields = set_command(state, brightness, cid)
         t, ev = self.device.request("set", timeout or self.timeout, **fields)
         return journey_from_event("serial", cid, t, ev, self.period)
 

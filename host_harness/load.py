@@ -18,7 +18,7 @@ from collections.abc import Callable
 from .device import CommandError
 from .events import WaitTimeout
 from .hops import ClockMap
-from .journey import Journey, Journeys, journey_from_event
+from .journey import Journey, Journeys, journey_from_event, set_command
 from .progress import Progress
 from .results import JourneyRun
 
@@ -91,12 +91,7 @@ def open_loop_mqtt(
     for i in range(count):
         cid = js.device.ids()
         st, br = command_for(i, rng)
-        cmd: dict[str, object] = {"id": cid}
-        if st is not None:
-            cmd["state"] = st
-        if br is not None:
-            cmd["brightness"] = br
-        payload = json.dumps(cmd)
+        payload = json.dumps(set_command(st, br, cid))
         t_int = t0 + int(i * interval)
         delay = (t_int - time.monotonic_ns()) / 1e9
         if delay > 0:
