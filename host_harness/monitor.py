@@ -128,7 +128,10 @@ def monitor(
     dim, undim = ("\x1b[2m", "\x1b[0m") if color else ("", "")
 
     def emit(s: str) -> None:
-        print(s, file=out, flush=True)
+        # One write per line: a Ctrl-C between print()'s text and its newline
+        # would glue the stop message onto a half-printed line.
+        out.write(s + "\n")
+        out.flush()
 
     try:
         try:
