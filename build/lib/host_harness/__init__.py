@@ -1,0 +1,1 @@
+"""Host-side test harness for the lightctl light-controller firmware."""

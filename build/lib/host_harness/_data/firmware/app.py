@@ -1,0 +1,224 @@
+# The light controller: wires the board, the light, the button and the links.
+import asyncio
+import gc
+import os
+import sys
+
+from micropython import const
+
+import board
+import clock
+import config
+import light
+from button import Button
+from protocol import BadInput
+from serial_link import SerialLink
+
+VERSION = "0.1.0"
+_PRESSES = const(64)  # simulated presses queued at most (a count: no RAM per press); more: busy
+
+
+class App:
+    VERSION = VERSION
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        b = cfg["board"]
+        t = b.get("ticks")
+        if t:
+            clock.emulate(t.get("period"), t.get("start"))
+        self.bdef = b
+        self.device_id = cfg["device_id"]
+        self.light = light.Light(board.output(b))
+        self.boot_id = "%02x%02x" % tuple(os.urandom(2))
+        self.local_n = 0
+        self.store = None
+        # Power-on state: "off" (default), "on" or "last"; the pin is set
+        # before any link is up.
+        restore = cfg.get("restore") or b.get("restore") or "off"
+        if restore != "off":
+            import persist
+
+            self.store = persist.restore(self, restore)
+        self.serial = SerialLink(self)
+        self.mqtt = None
+        self.links = [self.serial]
+        if cfg.get("mqtt"):
+            from mqtt_link import MqttLink
+
+            self.mqtt = MqttLink(self, cfg)
+            self.links = [self.mqtt, self.serial]  # MQTT first: the user's view
+        self.button = None
+        self.presses = 0  # simulated presses queued, the one under way included
+        self._press_ev = asyncio.Event()
+        bp = board.button_pin(b)
+        if bp is not None:
+            bd = b["button"]
+            self.button = Button(
+                bp,
+                bool(bd.get("active_low", True)),
+                bd.get("debounce_ms", 30),
+                self.on_button,
+                board.button_irq,
+                board.Flag,
+            )
+
+    def new_id(self, prefix):
+        self.local_n += 1
+        return "%s-%s-%d" % (prefix, self.boot_id, self.local_n)
+
+    def mqtt_status(self):
+        if not self.mqtt:
+            return "disabled"
+        return "connected" if self.mqtt.client.connected else "disconnected"
+
+    async def command(self, origin, src, cmd_id, state, bri, t_rx):
+        """Apply a validated command and report it, origin first. A command
+        id seen before is not applied again: its original event is answered."""
+        if cmd_id:
+            body = self.light.recall(cmd_id)
+            if body:
+                body += ',"dup":true'
+                if origin is self.mqtt:
+                    await origin.report(body, True)  # on .../ack: no rollback of the state
+                else:
+                    await origin.report(body)
+                return
+        body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx, cmd_id is not None)
+        if self.store:
+            self.store.flag.set()  # written to flash a little later
+        await self._tell(body, origin)
+
+    async def _tell(self, body, origin):
+        # Every link hears of the change, origin first, each report written at
+        # once (synchronously): the console shows changes in sequence order,
+        # whatever the network does. Only then is the MQTT stream drained.
+        m = self.mqtt
+        s = self.serial
+        if origin is s:
+            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+        p = m.post(body) if m else None
+        if origin is not s:
+            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+        if m:
+            await m.flush(p)
+
+    async def on_button(self, t_edge):
+        try:
+            # Local first: the pin is written before any network is touched.
+            body = self.light.toggle(self.new_id("button"), t_edge)
+            if self.store:
+                self.store.flag.set()
+            await self._tell(body, None)
+        except Exception as e:  # incl. MemoryError: the button keeps working
+            gc.collect()
+            self.serial.error(BadInput("internal", type(e).__name__))
+
+    def press(self):
+        """A button press requested over the serial link: True, or False
+        without a button, or None when too many presses are queued."""
+        btn = self.button
+        if btn is None:
+            return False
+        if board.press is None:
+            btn.inject()
+        elif self.presses < _PRESSES:
+            self.presses += 1
+            self._press_ev.set()
+        else:
+            return None
+        return True
+
+    async def _press_run(self, btn):
+        # One task drives the queued presses, one after another: each is a
+        # whole press, hold and release, and the next starts only once the
+        # debouncer has re-armed.
+        ev = self._press_ev
+        while True:
+            await ev.wait()
+            ev.clear()
+            while self.presses:
+                try:
+                    await board.press(btn.pin, btn.active_low)
+                    await asyncio.sleep_ms(btn.debounce_ms + 5)
+                except Exception as e:
+                    gc.collect()
+                    self.serial.error(BadInput("internal", type(e).__name__))
+                self.presses -= 1
+
+    def info_json(self, cmd_id, mem_free, mem_alloc):
+        return (
+            '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
+            '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
+            '"mqtt":"%s","simulated":%s}'
+            % (
+                cmd_id or "",
+                VERSION,
+                self.bdef.get("name", "?"),
+                sys.platform,
+                self.device_id,
+                self.cfg["base_topic"],
+                clock.PERIOD,
+                clock.now(),
+                mem_free,
+                mem_alloc,
+                self.mqtt_status(),
+                "true" if board.SIMULATED else "false",
+            )
+        )
+
+    def boot_json(self):
+        return '{"ev":"boot","version":"%s","board":"%s","device_id":"%s","ticks_period":%d,"ticks":%d}' % (
+            VERSION,
+            self.bdef.get("name", "?"),
+            self.device_id,
+            clock.PERIOD,
+            clock.now(),
+        )
+
+    async def _mqtt(self):
+        while not await board.network_up(self.cfg):
+            self.serial.status("wifi", "down")
+            await asyncio.sleep(5)
+        await self.mqtt.client.run()
+
+    async def run(self):
+        self.serial.write(self.boot_json())
+        if self.light.last:  # the state restored at power-on
+            await self.serial.report(self.light.last)
+        tasks = [asyncio.create_task(self.serial.run())]
+        if self.store:
+            tasks.append(asyncio.create_task(self.store.run(self.light, self.serial.status)))
+        if self.button:
+            tasks.append(asyncio.create_task(self.button.run()))
+            if board.press is not None:
+                tasks.append(asyncio.create_task(self._press_run(self.button)))
+        if self.mqtt:
+            tasks.append(asyncio.create_task(self._mqtt()))
+        await asyncio.gather(*tasks)
+
+    def close(self):
+        if self.mqtt:
+            self.mqtt.client._close()
+
+
+def main(path=None):
+    try:
+        cfg = config.load(path)
+    except Exception as e:
+        print('{"ev":"fatal","code":"config","msg":"%s: %s"}' % (type(e).__name__, path or config.path()))
+        return
+    # Collections at boot: garbage goes before the long-lived objects settle,
+    # which then pack low in the heap and leave the rest in one piece (the
+    # heap is tight at 64k: fragments would make later allocations fail).
+    gc.collect()
+    a = App(cfg)
+    gc.collect()
+    try:
+        asyncio.run(a.run())
+    finally:
+        a.close()
+        asyncio.new_event_loop()
+        # The task that was running when the firmware stopped (Ctrl-C) would
+        # keep the whole App alive: let it go, so the REPL gets the RAM back.
+        asyncio.core.cur_task = None

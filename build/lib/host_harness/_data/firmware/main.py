@@ -1,0 +1,4 @@
+# Runs at boot on a board; on the unix port: micropython -i firmware/main.py
+import app
+
+app.main()

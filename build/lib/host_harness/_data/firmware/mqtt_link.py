@@ -1,0 +1,165 @@
+# MQTT transport, following Home Assistant's MQTT light JSON schema:
+#   <base>/<device_id>/set           commands {"state","brightness","id"}
+#   <base>/<device_id>/state         retained state with the event fields
+#   <base>/<device_id>/availability  "online", "offline" via the last will
+#   <base>/<device_id>/error         error reports for bad commands
+#   <base>/<device_id>/ping          time-sync ping, answered on .../pong
+#   <base>/<device_id>/ack           a repeated command id: the original event
+#                                    again with "dup":true (not retained, so
+#                                    the retained state never rolls back)
+#   <discovery prefix>/light/<device_id>/config   Home Assistant discovery
+# State and availability go out at QoS 1 (config "qos", default 1) on a
+# persistent session (config "clean_session", default false).
+import gc
+import sys
+
+import clock
+import protocol
+from mqtt import MQTTClient
+from protocol import BadInput
+
+PING_FIELDS = ("id", "t")
+
+
+class MqttLink:
+    name = "mqtt"
+
+    def __init__(self, app, cfg):
+        self.app = app
+        m = cfg["mqtt"]
+        base = "%s/%s/" % (cfg["base_topic"], cfg["device_id"])
+        self.t_set = (base + "set").encode()
+        self.t_ping = (base + "ping").encode()
+        self.t_state = base + "state"
+        self.t_avail = base + "availability"
+        self.t_error = base + "error"
+        self.t_pong = base + "pong"
+        self.qos = q = 1 if m.get("qos", 1) else 0
+        self.t_disc = None
+        if m.get("discovery", True):
+            self.t_disc = "%s/light/%s/config" % (m.get("discovery_prefix") or "homeassistant", cfg["device_id"])
+        tls = m if m.get("tls") else None  # see mqtt_tls.py
+        c = MQTTClient(
+            m.get("client_id") or "lightctl-" + cfg["device_id"],
+            m.get("host", "127.0.0.1"),
+            m.get("port", 8883 if tls else 1883),
+            m.get("user"),
+            m.get("password"),
+            m.get("keepalive", 30),
+            tls,
+            bool(m.get("clean_session", False)),
+        )
+        c.will = (self.t_avail, "offline", True, q)
+        c.subs = [(self.t_set, q), (self.t_ping, 0)]
+        c.on_message = self.on_message
+        c.on_connect = self.on_connect
+        c.on_status = self.on_status
+        c.on_tick = self.on_tick
+        self.client = c
+        self.dirty = False  # a state report was lost: the current state goes out again
+
+    def on_status(self, status, detail):
+        self.app.serial.status("mqtt", status, detail)
+
+    async def on_connect(self):
+        c = self.client
+        q = self.qos
+        await c.publish(self.t_avail, "online", retain=True, qos=q)
+        if self.t_disc:
+            import discovery  # loaded for the connect, then dropped again
+
+            try:
+                await discovery.publish(self)
+            finally:
+                del sys.modules["discovery"]
+        light = self.app.light
+        body = light.last or light.state_body()
+        await c.publish(self.t_state, b'{%s,"t_tx":%d}' % (body, clock.now()), retain=True, qos=q)
+        self.dirty = False
+
+    def post(self, body, ack=False):
+        """Write the event's PUBLISH now (synchronous) on the retained state
+        topic; ack: a repeated command's original event on the non-retained
+        ack topic (the state never rolls back). Returns a packet still to be
+        sent by flush(), or None. Never raises: on MemoryError, collects and
+        tries once more, then reports it (lost)."""
+        c = self.client
+        if not c.connected:
+            return None  # the current state is published again on (re)connect
+        for _ in (0, 1):
+            try:
+                p = c.put(
+                    self.t_pong[:-4] + "ack" if ack else self.t_state,
+                    b'{%s,"t_tx":%d}' % (body, clock.now()),
+                    not ack,
+                    0 if ack else self.qos,
+                )
+                if not ack:
+                    self.dirty = False  # this is the current state
+                return p
+            except MemoryError:
+                gc.collect()
+            except Exception:
+                return None  # the reader notices the dead link; the state goes out on reconnect
+        self.lost()
+
+    def lost(self):
+        """A report hit MemoryError: the console hears of it, and the current
+        state is published again at the next tick (or on reconnect)."""
+        self.dirty = True
+        gc.collect()
+        self.app.serial.write('{"ev":"error","code":"internal","msg":"MemoryError: report lost","src":"mqtt"}')
+
+    async def flush(self, p=None):
+        try:
+            await self.client.flush(p)
+        except MemoryError:
+            self.lost()
+        except Exception:
+            pass  # a dead link: the reader notices it; the state goes out again on reconnect
+
+    async def report(self, body, ack=False):
+        await self.flush(self.post(body, ack))
+
+    async def on_tick(self):
+        if self.dirty:
+            light = self.app.light
+            await self.report(light.last or light.state_body())
+
+    async def error(self, e):
+        s = protocol.error_json(e)
+        self.app.serial.write(s[:-1] + ',"src":"mqtt"}')
+        try:
+            await self.client.publish(self.t_error, s)
+        except MemoryError:
+            self.lost()
+        except Exception:
+            pass  # a dead link: the reader notices it and reconnects
+
+    async def on_message(self, topic, buf, n, retained):
+        t_rx = self.client.t_packet
+        cmd_id = None
+        try:
+            if n > protocol.MAX_LEN:
+                raise BadInput("too_long", "payload longer than %d bytes" % protocol.MAX_LEN)
+            obj = protocol.decode(buf, n)
+            cmd_id = protocol.command_id(obj)
+            if topic == self.t_ping:
+                protocol.unknown_fields(obj, PING_FIELDS, cmd_id)
+                await self.client.publish(
+                    self.t_pong,
+                    '{"id":"%s","t_rx":%d,"ticks":%d}' % (cmd_id or "", t_rx, clock.now()),
+                )
+            elif topic == self.t_set:
+                if retained:
+                    raise BadInput("retained_command", "retained commands are ignored", cmd_id)
+                state, bri = protocol.state_fields(obj, protocol.STATE_FIELDS, cmd_id)
+                await self.app.command(self, "mqtt", cmd_id, state, bri, t_rx)
+        except BadInput as e:
+            if e.cmd_id is None:
+                e.cmd_id = cmd_id
+            await self.error(e)
+        except Exception as e:
+            if isinstance(e, OSError):
+                raise
+            await self.error(BadInput("internal", type(e).__name__, cmd_id))

@@ -1,0 +1,129 @@
+# The serial link on the console (stdin/stdout; the UART/USB console on a
+# board): one JSON object per line in both directions. Lines the host sends
+# are read as their bytes arrive; a Ctrl-C byte stops the firmware.
+import asyncio
+import gc
+import select
+import sys
+
+import clock
+import protocol
+from protocol import BadInput
+
+SET_FIELDS = ("op", "id", "state", "brightness")
+PLAIN_FIELDS = ("op", "id")
+PING_FIELDS = ("op", "id", "t")
+
+
+class SerialLink:
+    name = "serial"
+
+    def __init__(self, app):
+        self.app = app
+        self.buf = bytearray(protocol.MAX_LEN)
+        self.n = 0
+        self.overflow = False
+        self.lines = 0
+        self.errors = 0
+
+    def write(self, s):
+        sys.stdout.write(s)
+        sys.stdout.write("\n")
+
+    async def report(self, body):
+        self.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+
+    def status(self, what, status, detail=""):
+        self.write('{"ev":"%s","status":"%s","detail":"%s"}' % (what, status, detail.replace('"', "'")))
+
+    def error(self, e):
+        self.errors += 1
+        self.write(protocol.error_json(e))
+
+    async def run(self):
+        inp = sys.stdin.buffer
+        reader = asyncio.StreamReader(inp)
+        poller = select.poll()
+        poller.register(inp, select.POLLIN)
+        while True:
+            try:
+                b = await reader.read(1)
+            except OSError:
+                b = None
+            if not b:
+                # Console closed or hung up: keep the light (and MQTT) running.
+                await asyncio.sleep_ms(500)
+                continue
+            while True:
+                c = b[0]
+                if c == 3:
+                    raise KeyboardInterrupt  # Ctrl-C: back to the REPL
+                if c == 10 or c == 13:
+                    await self._line()
+                elif self.n < len(self.buf):
+                    self.buf[self.n] = c
+                    self.n += 1
+                else:
+                    self.overflow = True
+                if not poller.poll(0):
+                    break
+                try:
+                    b = inp.read(1)
+                except OSError:
+                    b = None
+                if not b:
+                    break
+
+    async def _line(self):
+        n = self.n
+        self.n = 0
+        if self.overflow:
+            self.overflow = False
+            self.error(BadInput("too_long", "line longer than %d bytes" % protocol.MAX_LEN))
+            return
+        if n == 0:
+            return
+        t_rx = clock.now()
+        self.lines += 1
+        cmd_id = None
+        try:
+            obj = protocol.decode(self.buf, n)
+            cmd_id = protocol.command_id(obj)
+            await self._dispatch(obj, cmd_id, t_rx)
+        except BadInput as e:
+            if e.cmd_id is None:
+                e.cmd_id = cmd_id
+            self.error(e)
+        except Exception as e:  # a bug must not take the light down
+            self.error(BadInput("internal", type(e).__name__, cmd_id))
+
+    async def _dispatch(self, obj, cmd_id, t_rx):
+        op = obj.get("op")
+        app = self.app
+        if op == "ping":
+            protocol.unknown_fields(obj, PING_FIELDS, cmd_id)
+            self.write('{"ev":"pong","id":"%s","t_rx":%d,"ticks":%d}' % (cmd_id or "", t_rx, clock.now()))
+        elif op == "set":
+            state, bri = protocol.state_fields(obj, SET_FIELDS, cmd_id)
+            await app.command(self, "serial", cmd_id, state, bri, t_rx)
+        elif op == "get":
+            protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
+            self.write('{"ev":"state","id":"%s",%s,"pin":%s,"mqtt":"%s"}' % (
+                cmd_id or "", app.light.state_body(), app.light.output.report(), app.mqtt_status()))
+        elif op == "press":
+            protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
+            ok = app.press()
+            if not ok:
+                if ok is None:
+                    raise BadInput("busy", "too many presses queued", cmd_id)
+                raise BadInput("no_button", "this board has no button", cmd_id)
+            self.write('{"ev":"ack","op":"press","id":"%s"}' % (cmd_id or ""))
+        elif op == "info":
+            protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
+            gc.collect()
+            self.write(app.info_json(cmd_id, gc.mem_free(), gc.mem_alloc()))
+        elif op is None:
+            raise BadInput("no_op", "a command needs an op", cmd_id)
+        else:
+            raise BadInput("unknown_op", "unknown op", cmd_id)
+

@@ -1,0 +1,202 @@
+"""pytest plugin: a broker, a device under test and a journey helper.
+
+Options:
+  --device unix|URL   the Unix port (default) or a board by pyserial URL; repeat it
+                      for several boards: under pytest-xdist (-n N) worker gwK uses
+                      device K mod count, without xdist the first one is used
+  --board NAME        board definition from boards/ (default: unix / esp32-devkitc)
+  --broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
+  --micropython PATH  a Unix-port executable (default: micropython on PATH)
+  --heapsize SIZE     Unix-port heap (default 64k)
+
+  --budget FILE       a latency budget TOML overriding the board's
+
+Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
+``device_factory``, ``mqtt`` (a connected host client), ``journey``,
+``device_clock``, ``latency_budget`` and ``assert_budget``.
+Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from . import boards, budgets
+from .assertions import assert_within_budget
+from .broker import RunningBroker, parse_broker_url, start_broker
+from .budgets import Budget, Verdict
+from .clock_choice import clock_for
+from .device import Device, open_device
+from .hops import ClockMap
+from .journey import Journeys
+from .mqtt_client import HostMqtt
+from .results import JourneyRun
+
+
+@dataclass
+class LightctlOptions:
+    device: str
+    board: str
+    broker: str | None
+    micropython: str | None
+    heapsize: str | None
+    timeout: float
+    budget: str | None = None
+    devices: list[str] = field(default_factory=list)  # every --device given; ``device`` is this worker's
+
+    @property
+    def unix(self) -> bool:
+        return self.device == "unix"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("lightctl", "lightctl device under test")
+    g.addoption(
+        "--device",
+        action="append",
+        default=None,
+        help="'unix' (spawn the Unix port, default) or a pyserial URL; repeat for several boards (pytest-xdist)",
+    )
+    g.addoption("--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)")
+    g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
+    g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
+    g.addoption("--heapsize", default="64k", help="Unix-port heap size (default 64k)")
+    g.addoption("--budget", default=None, help="a latency budget TOML overriding the board's")
+    g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unix_only: needs the Unix-port device; skipped on a board")
+    config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
+
+
+def _pick(devices: list[str]) -> str:
+    """This worker's device: gwK takes device K mod count; no xdist: the first."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return devices[k % len(devices)]
+
+
+def _options(config: pytest.Config) -> LightctlOptions:
+    devices = [str(d) for d in (config.getoption("--device") or ["unix"])]
+    device = _pick(devices)
+    return LightctlOptions(
+        device=device,
+        board=str(config.getoption("--board") or ("unix" if device == "unix" else "esp32-devkitc")),
+        broker=config.getoption("--broker"),
+        micropython=config.getoption("--micropython"),
+        heapsize=config.getoption("--heapsize"),
+        timeout=float(config.getoption("--lightctl-timeout")),
+        budget=config.getoption("--budget"),
+        devices=devices,
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    o = _options(config)
+    dev = o.device + (f" (of {', '.join(o.devices)})" if len(o.devices) > 1 else "")
+    broker = o.broker or "mosquitto if installed, else amqtt"
+    if "://" in broker:
+        try:
+            broker = parse_broker_url(broker).redacted_url()
+        except ValueError:
+            broker = "(unparseable URL)"
+    return f"lightctl: device {dev}, board {o.board}, broker {broker}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    o = _options(config)
+    for item in items:
+        if not o.unix and item.get_closest_marker("unix_only"):
+            item.add_marker(pytest.mark.skip(reason=f"needs the Unix-port device; running against {o.device}"))
+        if o.unix and item.get_closest_marker("hardware"):
+            item.add_marker(pytest.mark.skip(reason="needs a real board (--device URL)"))
+
+
+@pytest.fixture(scope="session")
+def lightctl(pytestconfig: pytest.Config) -> LightctlOptions:
+    return _options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def broker(lightctl: LightctlOptions, pytestconfig: pytest.Config) -> Iterator[RunningBroker]:
+    b = start_broker(lightctl.broker)
+    tr = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"lightctl broker: {b.describe()}")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+DeviceFactory = Callable[..., Device]
+
+
+@pytest.fixture
+def device_factory(lightctl: LightctlOptions, broker: RunningBroker) -> Iterator[DeviceFactory]:
+    """Start more devices (Unix port), e.g. with another broker or keepalive."""
+    made: list[Device] = []
+
+    def make(**kw: Any) -> Device:
+        kw.setdefault("broker", broker.info)
+        kw.setdefault("board", lightctl.board)
+        kw.setdefault("micropython", lightctl.micropython)
+        kw.setdefault("heapsize", lightctl.heapsize)
+        spec = kw.pop("spec", lightctl.device)
+        d = open_device(spec, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+@pytest.fixture
+def device(device_factory: DeviceFactory) -> Device:
+    """The device under test, booted and answering on its serial link."""
+    return device_factory()
+
+
+@pytest.fixture
+def mqtt(broker: RunningBroker) -> Iterator[HostMqtt]:
+    c = HostMqtt(broker.info, "test").connect()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def latency_budget(lightctl: LightctlOptions) -> Budget:
+    """The board's latency budget (boards/*.budget.toml), or --budget FILE over it."""
+    return budgets.for_board(boards.load(lightctl.board), lightctl.budget)
+
+
+@pytest.fixture
+def device_clock(device: Device, mqtt: HostMqtt) -> ClockMap:
+    """Maps the device's ticks onto the host clock (clock sync, or the Unix port's truth)."""
+    return clock_for(device, mqtt)[0]
+
+
+@pytest.fixture
+def assert_budget(latency_budget: Budget, record_property: Callable[[str, object], None]) -> Callable[..., Verdict]:
+    """``assert_budget(run)``: fails with a waterfall naming the hop; records figures as JUnit properties."""
+
+    def check(run: JourneyRun, budget: Budget | None = None) -> Verdict:
+        return assert_within_budget(run, budget or latency_budget, record_property)
+
+    return check
+
+
+@pytest.fixture
+def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions) -> Journeys:
+    """Journeys against ``device``: ``via_mqtt``, ``via_serial``, ``button``."""
+    device.wait_mqtt()
+    return Journeys(device, mqtt, timeout=lightctl.timeout)
