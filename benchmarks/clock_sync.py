@@ -26,13 +26,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from host_harness import boards
-from host_harness.broker import start_broker
-from host_harness.clocksync import ClockModel, ClockSync, SyncSample, UnixClockTruth, unix_clock_truth
-from host_harness.device import open_device
-from host_harness.mqtt_client import HostMqtt
-from host_harness.progress import Progress
-from host_harness.table import render
+from host_harness.broker.start import start_broker
+from host_harness.core.clockmodel import ClockModel, SyncSample
+from host_harness.core.clocktruth import UnixClockTruth
+from host_harness.core.table import render
+from host_harness.dut import boards
+from host_harness.dut.device import open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import ClockSync, unix_clock_truth
+from host_harness.measure.progress import Progress
 
 CLOCKS: dict[str, dict[str, int] | None] = {
     "native (2**62)": None,
@@ -123,7 +125,7 @@ def map_error_us(m: ClockModel, s: SyncSample, truth: UnixClockTruth) -> float:
             continue
         raw = dev % m.period
         got = m.device_to_host_ns(raw, near_host_ns=s.t_recv_ns)
-        worst = max(worst, abs(got - truth.host_ns(raw, s.t_recv_ns)) / 1000)
+        worst = max(worst, abs(got - truth.device_to_host_ns(raw, s.t_recv_ns)) / 1000)
     return worst
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from host_harness import faults
-from host_harness.broker import start_broker
-from host_harness.device import Device, open_device
-from host_harness.fault_proxy import FaultProxy
+from host_harness.broker.start import start_broker
+from host_harness.dut.device import Device, open_device
+from host_harness.netfault import scenarios as faults
+from host_harness.netfault.proxy import FaultProxy
 
 
 def main() -> int:

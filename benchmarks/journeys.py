@@ -16,17 +16,18 @@ import sys
 import threading
 import time
 
-from host_harness import latency
-from host_harness.broker import BrokerInfo, start_broker
-from host_harness.clock_choice import clock_for
-from host_harness.device import Device, open_device
-from host_harness.floor import floor_ms
-from host_harness.journey import Journeys
-from host_harness.load import closed_loop, open_loop_mqtt
-from host_harness.mqtt_client import HostMqtt
-from host_harness.progress import Progress
-from host_harness.results import JourneyRun
-from host_harness.table import render
+from host_harness.broker.info import BrokerInfo
+from host_harness.broker.start import start_broker
+from host_harness.core import latency
+from host_harness.core.results import JourneyRun
+from host_harness.core.table import render
+from host_harness.dut.device import Device, open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.floor import floor_ms
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop, open_loop_mqtt
+from host_harness.measure.progress import Progress
 
 
 def row(label: str, run: JourneyRun, floor_p50: float) -> list[object]:

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from host_harness.device import CommandError, Device
-from host_harness.events import Event, EventLog, WaitTimeout
-from host_harness.mqtt_client import HostMqtt
-from host_harness.progress import Progress
-from host_harness.table import render
+from host_harness.core.events import Event, EventLog, WaitTimeout
+from host_harness.core.table import render
+from host_harness.dut.device import CommandError, Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.progress import Progress
 
 MAX_LEN = 512  # the firmware's longest serial line / MQTT payload
 WINDOW = 4096  # events kept per log: a batch is checked right after its barrier
@@ -648,8 +648,8 @@ class Soak:
 
 
 def main() -> int:
-    from host_harness.broker import start_broker
-    from host_harness.device import open_device
+    from host_harness.broker.start import start_broker
+    from host_harness.dut.device import open_device
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--commands", type=int, default=100_000)

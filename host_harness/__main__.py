@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import hil_cli, run_job, sim
+from host_harness.cli import hil as hil_cli
+from host_harness.cli import run as run_job
+from host_harness.cli import sim
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,17 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.client import CallbackAPIVersion
 
-from host_harness.broker import (
-    AmqttBroker,
-    BrokerInfo,
-    ExternalBroker,
-    MosquittoBroker,
-    RunningBroker,
-    find_mosquitto,
-    free_port,
-    parse_broker_url,
-    start_broker,
-)
+from host_harness.broker.amqtt import AmqttBroker
+from host_harness.broker.info import BrokerInfo, parse_broker_url
+from host_harness.broker.mosquitto import MosquittoBroker, find_mosquitto
+from host_harness.broker.running import ExternalBroker, RunningBroker, free_port
+from host_harness.broker.start import start_broker
 
 WAIT = 5.0  # seconds; every wait in these tests is bounded by this
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards, budgets
-from host_harness.broker import RunningBroker
-from host_harness.budgets import Verdict
-from host_harness.hops import ClockMap
-from host_harness.journey import Journeys
-from host_harness.load import closed_loop
+from host_harness.broker.running import RunningBroker
+from host_harness.core import budgets
+from host_harness.core.budgets import Verdict
+from host_harness.core.hops import ClockMap
+from host_harness.dut import boards
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
 from host_harness.paths import BOARDS_DIR
 
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from host_harness.device import Device
-from host_harness.journey import Journeys
+from host_harness.dut.device import Device
+from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only  # the simulated button is pressed over the serial link
@@ -49,7 +49,8 @@ def test_button_works_with_no_network_at_all(device_factory: DeviceFactory) -> N
 
 
 def test_button_works_while_the_broker_is_unreachable(device_factory: DeviceFactory) -> None:
-    from host_harness.broker import BrokerInfo, free_port
+    from host_harness.broker.info import BrokerInfo
+    from host_harness.broker.running import free_port
 
     dead = BrokerInfo.local("external", free_port())  # nothing listens there
     dev = device_factory(broker=dead)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards
-from host_harness.broker import RunningBroker
-from host_harness.device import unix_config
-from host_harness.unix_device import UnixDevice
+from host_harness.broker.running import RunningBroker
+from host_harness.dut import boards
+from host_harness.dut.device import unix_config
+from host_harness.dut.unix_device import UnixDevice
 
 pytestmark = pytest.mark.unix_only
 

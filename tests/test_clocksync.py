@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards
-from host_harness.clocksync import (
-    ClockSync,
-    SyncSample,
-    Unwrapper,
-    nearest_unwrap,
-    sync_mqtt,
-    sync_serial,
-    ticks_diff_f,
-    unix_clock_truth,
-)
-from host_harness.device import Device
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.core.clockmodel import SyncSample
+from host_harness.core.ticks import Unwrapper, nearest_unwrap, ticks_diff_f
+from host_harness.dut import boards
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import ClockSync, sync_mqtt, sync_serial, unix_clock_truth
+from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory
 
 OFFSET_BOUND_US = 2000  # targets are 100 µs (serial) and 250 µs (MQTT); see the benchmark
@@ -186,7 +179,7 @@ def test_serial_sync_matches_the_true_offset(device: Device) -> None:
     # the mapping agrees: a pong's stamp maps to the host time the truth gives
     s = sync.samples[-1]
     raw = s.dev_ticks_us % m.period
-    assert abs(m.device_to_host_ns(raw) - truth.host_ns(raw, s.t_recv_ns)) < OFFSET_BOUND_US * 1000
+    assert abs(m.device_to_host_ns(raw) - truth.device_to_host_ns(raw, s.t_recv_ns)) < OFFSET_BOUND_US * 1000
 
 
 @pytest.mark.unix_only
@@ -229,7 +222,7 @@ def test_device_timestamps_map_to_host_time_across_three_wraps_and_a_long_gap(
             for field in ("t_rx", "ticks"):
                 raw = int(ev.data[field])
                 got = model.device_to_host_ns(raw, near_host_ns=ev.host_ns)
-                errs_ms.append((got - truth.host_ns(raw, ev.host_ns)) / 1e6)
+                errs_ms.append((got - truth.device_to_host_ns(raw, ev.host_ns)) / 1e6)
     worst = max(abs(e) for e in errs_ms)
     print(
         f"\nshort period: {sync.wraps} wraps, {len(pongs)} serial and MQTT pongs mapped, "

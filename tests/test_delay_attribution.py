@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness.broker import RunningBroker
-from host_harness.budgets import JourneyBudget, evaluate
-from host_harness.fault_proxy import FaultProxy
-from host_harness.hops import UnixTruthClock
-from host_harness.journey import Journeys
-from host_harness.load import closed_loop
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.running import RunningBroker
+from host_harness.core.budgets import JourneyBudget, evaluate
+from host_harness.core.clocktruth import UnixClockTruth
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
+from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only
@@ -38,7 +38,7 @@ def test_injected_three_seconds_are_attributed_to_that_hop(
     dev = device_factory(broker=proxy.info_for(broker.info))
     dev.wait_mqtt()
     js = Journeys(dev, mqtt, timeout=INJECTED_S + 10)
-    clock = UnixTruthClock()
+    clock = UnixClockTruth()
     closed_loop(js, "mqtt", 3, clock)  # warm, undelayed
     proxy.down.delay_s = INJECTED_S  # broker -> device only
     run = closed_loop(js, "mqtt", 2, clock)

@@ -15,13 +15,15 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from host_harness.broker import BrokerInfo, RunningBroker
-from host_harness.device import Device
-from host_harness.events import Event, WaitTimeout
-from host_harness.fault_proxy import FaultProxy, mqtt_publish_payload, mqtt_publish_topic
-from host_harness.ids import IdMaker
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.info import BrokerInfo
+from host_harness.broker.running import RunningBroker
+from host_harness.core.events import Event, WaitTimeout
+from host_harness.core.ids import IdMaker
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
+from host_harness.netfault.framing import mqtt_publish_payload, mqtt_publish_topic
+from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
 TIMEOUT = 5.0

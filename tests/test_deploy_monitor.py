@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards, deploy
-from host_harness.broker import RunningBroker
-from host_harness.device import Device, unix_config
-from host_harness.journey import Journeys
+from host_harness import deploy
+from host_harness.broker.running import RunningBroker
+from host_harness.dut import boards
+from host_harness.dut.device import Device, unix_config
+from host_harness.dut.unix_device import UnixDevice
+from host_harness.link.serial_link import SerialLink
+from host_harness.measure.journeys import Journeys
 from host_harness.paths import BOARDS_DIR, FIRMWARE_DIR
-from host_harness.serial_link import SerialLink
-from host_harness.unix_device import UnixDevice
 
 pytestmark = pytest.mark.unix_only
 
@@ -312,7 +313,7 @@ def esp_image(path: Path, chip_id: int) -> Path:
 
 
 def test_flash_finds_the_offset_from_the_image_and_checks_the_chip(tmp_path: Path) -> None:
-    from host_harness import flash
+    from host_harness.image import flash
 
     esp32 = flash.inspect_image(esp_image(tmp_path / "esp32.bin", 0))
     s3 = flash.inspect_image(esp_image(tmp_path / "s3.bin", 9))

@@ -14,17 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness.broker import RunningBroker, parse_broker_url
-from host_harness.device import Device
-from host_harness.events import WaitTimeout
-from host_harness.fault_proxy import (
-    FaultProxy,
-    MqttFramer,
-    mqtt_publish_payload,
-    mqtt_publish_topic,
-)
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.info import parse_broker_url
+from host_harness.broker.running import RunningBroker
+from host_harness.core.events import WaitTimeout
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
+from host_harness.netfault.framing import MqttFramer, mqtt_publish_payload, mqtt_publish_topic
+from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
 TIMEOUT = 5.0

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness import faults
-from host_harness.broker import RunningBroker, start_broker
-from host_harness.device import Device
-from host_harness.fault_proxy import FaultProxy
-from host_harness.faults import ScenarioResult
+from host_harness.broker.running import RunningBroker
+from host_harness.broker.start import start_broker
+from host_harness.dut.device import Device
+from host_harness.netfault import scenarios as faults
+from host_harness.netfault.proxy import FaultProxy
+from host_harness.netfault.scenarios import ScenarioResult
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only

@@ -40,12 +40,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from host_harness.device import Device
-from host_harness.events import Event, WaitTimeout
-from host_harness.ids import IdMaker
-from host_harness.mqtt_client import HostMqtt
+from host_harness.core.events import Event, WaitTimeout
+from host_harness.core.ids import IdMaker
+from host_harness.dut.device import Device
+from host_harness.dut.unix_device import find_micropython
+from host_harness.link.mqtt_client import HostMqtt
 from host_harness.pytest_plugin import DeviceFactory
-from host_harness.unix_device import find_micropython
 
 EXAMPLES = int(os.environ.get("LIGHTCTL_FUZZ_EXAMPLES", "300"))
 MAX_LEN = 512  # the firmware's longest serial line / MQTT payload

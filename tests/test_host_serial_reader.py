@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness.events import WaitTimeout
-from host_harness.serial_link import SerialLink
+from host_harness.core.events import WaitTimeout
+from host_harness.link.serial_link import SerialLink
 
 
 @pytest.fixture

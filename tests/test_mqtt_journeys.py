@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from host_harness.broker import RunningBroker
-from host_harness.device import CommandError, Device
-from host_harness.events import WaitTimeout
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.running import RunningBroker
+from host_harness.core.events import WaitTimeout
+from host_harness.dut.device import CommandError, Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory
 
 BUDGET_MS = 1000.0  # generous: catches regressions of orders of magnitude, not noise

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness.broker import RunningBroker, start_broker
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.running import RunningBroker
+from host_harness.broker.start import start_broker
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
 pytestmark = pytest.mark.unix_only

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards, deploy
-from host_harness.broker import RunningBroker
-from host_harness.device import Device, open_device, unix_config
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
-from host_harness.unix_device import UnixDevice
+from host_harness import deploy
+from host_harness.broker.running import RunningBroker
+from host_harness.dut import boards
+from host_harness.dut.device import Device, open_device, unix_config
+from host_harness.dut.unix_device import UnixDevice
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
 
 SER2NET = shutil.which("ser2net") or next((p for p in ("/usr/sbin/ser2net",) if Path(p).exists()), None)
 

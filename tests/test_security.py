@@ -25,10 +25,13 @@ from typing import Any
 
 import pytest
 
-from host_harness.broker import BrokerInfo, RunningBroker, find_mosquitto, start_broker
-from host_harness.device import Device
-from host_harness.journey import Journeys
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.info import BrokerInfo
+from host_harness.broker.mosquitto import find_mosquitto
+from host_harness.broker.running import RunningBroker
+from host_harness.broker.start import start_broker
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
 from host_harness.paths import ROOT
 from host_harness.pytest_plugin import DeviceFactory
 

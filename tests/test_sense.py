@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards
-from host_harness.hops import UnixTruthClock
-from host_harness.journey import Journeys, ticks_diff
-from host_harness.load import closed_loop
-from host_harness.mqtt_client import HostMqtt
+from host_harness.core.clocktruth import UnixClockTruth
+from host_harness.core.ticks import ticks_diff
+from host_harness.dut import boards
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only  # the simulated sense pin is wired to the simulated LED
@@ -41,7 +42,7 @@ def test_the_sensed_hop_appears_in_the_waterfall_and_hops_still_sum(
 ) -> None:
     dev = device_factory(board=sense_board)
     dev.wait_mqtt()
-    run = closed_loop(Journeys(dev, mqtt), "mqtt", 10, UnixTruthClock())
+    run = closed_loop(Journeys(dev, mqtt), "mqtt", 10, UnixClockTruth())
     assert "device_sense" in run.hops_present()
     for ht in run.hop_times:
         assert ht.journey.dev_t_sense is not None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from host_harness.device import CommandError, Device
-from host_harness.events import WaitTimeout
-from host_harness.journey import Journeys, ticks_diff
+from host_harness.core.events import WaitTimeout
+from host_harness.core.ticks import ticks_diff
+from host_harness.dut.device import CommandError, Device
+from host_harness.measure.journeys import Journeys
 
 
 def test_info_reports_firmware_board_and_ticks_period(device: Device) -> None:

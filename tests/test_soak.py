@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from host_harness.device import Device
-from host_harness.mqtt_client import HostMqtt
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
 from host_harness.pytest_plugin import DeviceFactory
 
 COMMANDS = int(os.environ.get("LIGHTCTL_SOAK_COMMANDS", "5000"))

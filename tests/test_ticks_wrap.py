@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import boards
-from host_harness.journey import Journeys, ticks_diff
-from host_harness.mqtt_client import HostMqtt
+from host_harness.core.ticks import ticks_diff
+from host_harness.dut import boards
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only
