@@ -25,11 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import deploy
 from host_harness.broker.running import RunningBroker
 from host_harness.dut import boards
 from host_harness.dut.device import Device, unix_config
 from host_harness.dut.unix_device import UnixDevice
+from host_harness.dut.virtual_board import VirtualBoard
+from host_harness.image import deploy
 from host_harness.link.serial_link import SerialLink
 from host_harness.measure.journeys import Journeys
 from host_harness.paths import BOARDS_DIR, FIRMWARE_DIR
@@ -52,10 +53,10 @@ def harness(*args: str, timeout: float = 90, env: dict[str, str] | None = None) 
 
 
 @pytest.fixture
-def vboard(tmp_path: Path) -> Iterator[deploy.VirtualBoard]:
+def vboard(tmp_path: Path) -> Iterator[VirtualBoard]:
     d = tmp_path / "board-fs"
     d.mkdir()
-    b = deploy.VirtualBoard(d)
+    b = VirtualBoard(d)
     b.start()
     try:
         yield b
@@ -73,7 +74,7 @@ def checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def test_deploy_copies_only_what_changed_resets_and_the_board_boots(
-    vboard: deploy.VirtualBoard, tmp_path: Path, broker: RunningBroker
+    vboard: VirtualBoard, tmp_path: Path, broker: RunningBroker
 ) -> None:
     fs, port = vboard.workdir, vboard.port
     root, env = checkout(tmp_path)
@@ -153,7 +154,7 @@ def test_deploy_to_a_port_that_does_not_exist_says_so() -> None:
     assert "serial port /dev/ttyUSB-lightctl-none does not exist" in r.stderr
 
 
-def test_deploy_to_a_busy_port_names_the_program_holding_it(vboard: deploy.VirtualBoard) -> None:
+def test_deploy_to_a_busy_port_names_the_program_holding_it(vboard: VirtualBoard) -> None:
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -188,7 +189,7 @@ def test_deploy_to_a_device_without_micropython_fails_quickly() -> None:
         os.close(slave)
 
 
-def test_deploy_to_a_full_filesystem_says_which_file_failed(vboard: deploy.VirtualBoard) -> None:
+def test_deploy_to_a_full_filesystem_says_which_file_failed(vboard: VirtualBoard) -> None:
     # Writing to /dev/full fails with ENOSPC, as a full flash filesystem does.
     (vboard.workdir / "light.py").symlink_to("/dev/full")
     r = harness("deploy", "--port", vboard.port, "--board", "unix", "--no-mpy", timeout=60)
@@ -345,7 +346,7 @@ def test_flash_to_a_port_nobody_serves_fails_quickly_through_esptool(tmp_path: P
     assert time.monotonic() - t0 < 30
 
 
-def test_flash_to_a_port_without_an_esp_bootloader_says_so(vboard: deploy.VirtualBoard, tmp_path: Path) -> None:
+def test_flash_to_a_port_without_an_esp_bootloader_says_so(vboard: VirtualBoard, tmp_path: Path) -> None:
     img = esp_image(tmp_path / "esp32.bin", 0)
     r = harness(
         "flash",

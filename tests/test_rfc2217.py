@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from host_harness import deploy
 from host_harness.broker.running import RunningBroker
 from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device, unix_config
 from host_harness.dut.unix_device import UnixDevice
+from host_harness.dut.virtual_board import VirtualBoard
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.journeys import Journeys
 
@@ -140,7 +140,7 @@ def test_mqtt_journey_with_the_device_on_rfc2217(remote: Device, mqtt: HostMqtt)
 def test_deploy_and_monitor_through_rfc2217(tmp_path: Path) -> None:
     fs = tmp_path / "board-fs"
     fs.mkdir()
-    board = deploy.VirtualBoard(fs)
+    board = VirtualBoard(fs)
     s2n: Ser2net | None = None
     try:
         s2n = Ser2net(board.start(), tmp_path)
