@@ -6,37 +6,19 @@ The same soak as ``benchmarks/soak.py`` (which runs 100 000 commands), cut to
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
 import random
-import sys
-from pathlib import Path
-from types import ModuleType
 
 from host_harness.dut.device import Device
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.soak import Soak
+from host_harness.measure.soak_result import HEAP_SLACK
 from host_harness.pytest_plugin import DeviceFactory
 
 COMMANDS = int(os.environ.get("LIGHTCTL_SOAK_COMMANDS", "5000"))
 HEAP = 64 * 1024
-
-
-def _soak_module() -> ModuleType:
-    name = "lightctl_benchmarks_soak"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, f"cannot load {path}"
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-soak = _soak_module()
 
 
 def _device_64k(device_factory: DeviceFactory) -> Device:
@@ -52,7 +34,7 @@ def _device_64k(device_factory: DeviceFactory) -> Device:
 def test_soak_with_random_faults_in_a_64k_heap(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
     seed = int(os.environ.get("LIGHTCTL_SOAK_SEED") or random.randrange(2**32))
     dev = _device_64k(device_factory)
-    s = soak.Soak(dev, mqtt, seed=seed, sample_every=1000)
+    s = Soak(dev, mqtt, seed=seed, sample_every=1000)
     res = s.run(COMMANDS)
     print(f"\nseed {seed}\n{res.heap_table()}\n{res.summary()}")
     why = f"(LIGHTCTL_SOAK_SEED={seed})\n{res.summary()}"
@@ -66,7 +48,7 @@ def test_soak_with_random_faults_in_a_64k_heap(device_factory: DeviceFactory, mq
     if dev.board.get("button"):
         assert res.presses > 0 and res.button_changes == res.presses, why
     first, last = res.samples[0], res.samples[-1]
-    assert last.mem_alloc <= first.mem_alloc + soak.HEAP_SLACK, why
+    assert last.mem_alloc <= first.mem_alloc + HEAP_SLACK, why
 
 
 def test_the_console_reports_changes_in_sequence_order(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:

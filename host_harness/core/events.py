@@ -52,6 +52,11 @@ class EventLog:
             self._events.append(ev)
             self._cond.notify_all()
 
+    def keep_last(self, keep: int) -> None:
+        """From now on hold only the newest ``keep`` events (indices and cursors carry on)."""
+        with self._cond:
+            self._events = deque(self._events, maxlen=keep)
+
     def close(self, reason: str) -> None:
         with self._cond:
             self.closed_reason = reason
