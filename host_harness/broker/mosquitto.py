@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Self
+from typing import Self
 
 from host_harness.broker.info import KIND_MOSQUITTO, LOOPBACK, BrokerInfo
 from host_harness.broker.running import START_TIMEOUT, STOP_TIMEOUT, RunningBroker, free_port, wait_for_listen
@@ -111,9 +111,9 @@ def _cleanup_proc_state(state: _ProcState) -> None:
 class MosquittoBroker(RunningBroker):
     """mosquitto as a subprocess on a loopback port, configured for the harness."""
 
-    LOG_NAME: Final = "mosquitto.log"
-    OUTPUT_NAME: Final = "mosquitto.out"
-    CONF_NAME: Final = "mosquitto.conf"
+    LOG_NAME = "mosquitto.log"
+    OUTPUT_NAME = "mosquitto.out"
+    CONF_NAME = "mosquitto.conf"
 
     def __init__(
         self,

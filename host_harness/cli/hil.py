@@ -7,15 +7,38 @@ from typing import Any
 
 
 def _flash(args: argparse.Namespace) -> int:
-    from host_harness.image import flash
+    from host_harness.image.flash import flash
 
-    return flash.run(args)
+    flash(
+        args.port,
+        args.firmware,
+        chip=args.chip,
+        erase=args.erase,
+        baud=args.baud,
+        addr=args.addr,
+        connect_attempts=args.connect_attempts,
+        timeout=args.timeout,
+    )
+    print(f"flashed; next: python -m host_harness deploy --port {args.port} --board BOARD --config CONFIG.json")
+    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from host_harness import deploy
+    from host_harness.image.deploy import deploy, load_config
 
-    return deploy.run(args)
+    config = load_config(args.config) if args.config else None
+    deploy(
+        args.port,
+        args.board,
+        config,
+        use_mpy=not args.no_mpy,
+        force=args.force,
+        reset=not args.no_reset,
+        boot_timeout=args.boot_timeout,
+        repl_timeout=args.repl_timeout,
+        say=print,
+    )
+    return 0
 
 
 def _monitor(args: argparse.Namespace) -> int:

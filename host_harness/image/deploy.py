@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -39,6 +40,8 @@ from host_harness.image.mpremote import RESET, device_files, mpremote, mpremote_
 from host_harness.image.ports import DeployError, check_port_exists, check_port_free, probe_repl
 from host_harness.link.serial_link import SerialLink
 from host_harness.paths import FIRMWARE_DIR
+
+log = logging.getLogger(__name__)
 
 
 # -- what to deploy ----------------------------------------------------------
@@ -135,9 +138,10 @@ def deploy(
     reset: bool = True,
     boot_timeout: float = 30.0,
     repl_timeout: float = 5.0,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] | None = None,
 ) -> DeployResult:
     """Copy what changed, reset, wait for the firmware to answer info."""
+    say = say or log.info
     bdef = boards.load(board)
     check_port_exists(port)
     check_port_free(port)
@@ -272,18 +276,3 @@ def wait_booted(port: str, bdef: dict[str, Any], timeout: float = 30.0) -> dict[
         return Device(link, bdef).wait_boot(max(1.0, deadline - time.monotonic()))
     finally:
         link.close()
-
-
-def run(args: Any) -> int:
-    config = load_config(args.config) if args.config else None
-    deploy(
-        args.port,
-        args.board,
-        config,
-        use_mpy=not args.no_mpy,
-        force=args.force,
-        reset=not args.no_reset,
-        boot_timeout=args.boot_timeout,
-        repl_timeout=args.repl_timeout,
-    )
-    return 0

@@ -183,18 +183,3 @@ def flash(
     if proc.returncode != 0:
         raise FlashError(explain(port, tail))
     return offset
-
-
-def run(args: Any) -> int:
-    flash(
-        args.port,
-        args.firmware,
-        chip=args.chip,
-        erase=args.erase,
-        baud=args.baud,
-        addr=args.addr,
-        connect_attempts=args.connect_attempts,
-        timeout=args.timeout,
-    )
-    print(f"flashed; next: python -m host_harness deploy --port {args.port} --board BOARD --config CONFIG.json")
-    return 0
