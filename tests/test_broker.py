@@ -253,7 +253,7 @@ def test_no_unsolicited_retained_messages(broker: RunningBroker, clients: list[C
     """A client gets only the retained messages of its own subscriptions.
 
     Regression test for amqtt 0.12.1, which sent every connecting client the
-    retained messages matching anybody's subscriptions (patched in broker.py).
+    retained messages matching anybody's subscriptions (patched in host_harness/broker/amqtt.py).
     """
     others = topic("others")
     holder = Client(broker.info, "holder")
