@@ -19,7 +19,7 @@ mapping between the two from ping exchanges, NTP style:
   fitted as a straight line against host time (least squares over one point
   per window) when the samples span long enough; the slope is the skew.
 
-Typical use::
+Typical use (the collectors live in measure.clocksync)::
 
     sync = sync_serial(device, n=200)          # or sync_mqtt(device, mqtt, n=200)
     model = sync.fit()

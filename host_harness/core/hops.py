@@ -5,7 +5,7 @@
       --device_report--> report handed to transport --device_to_host--> host receive
 
 Device timestamps are mapped onto the host clock by a clock model (see
-clocksync); the hops then sum to the end-to-end time exactly. An open-loop
+core.clockmodel, fed by measure.clocksync); the hops then sum to the end-to-end time exactly. An open-loop
 run adds ``host_queue``: from the command's intended start to its send, so a
 stalled sender is not hidden (coordinated omission).
 """

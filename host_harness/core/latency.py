@@ -35,14 +35,7 @@ class Summary:
     mean: float
 
     def get(self, name: str) -> float:
-        return {
-            "p50": self.p50,
-            "p90": self.p90,
-            "p99": self.p99,
-            "p99.9": self.p999,
-            "max": self.max,
-            "mean": self.mean,
-        }[name]
+        return self.as_dict()[name]
 
     def as_dict(self) -> dict[str, float]:
         return {
