@@ -12,6 +12,7 @@ import ast
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,10 @@ def test_a_core_module_pulls_in_no_io(module: str) -> None:
     io = sorted(m for m in loaded if m.split(".")[0] in IO_MODULES)
     harness = sorted(m for m in loaded if m.startswith(f"{PACKAGE}.") and not m.startswith(CORE_MAY_USE))
     assert not io and not harness, f"{module} imports {io + harness}"
+
+
+def test_every_sub_package_is_in_the_wheel() -> None:
+    setup = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    packages = {module_name(p) for p in PACKAGE_DIR.rglob("__init__.py") if "_data" not in p.parts}
+    assert packages <= listed, f"missing from [tool.setuptools] packages: {sorted(packages - listed)}"

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.unix_only
 CHECKOUT = Path(__file__).resolve().parents[1]
 CLEAN_PATH = os.pathsep.join(p for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"))
 
-TEAM_TEST = '''
+TEAM_TEST = """
 def test_the_light_turns_on(journey):
     j = journey.via_mqtt("ON", 200)
     assert j.state == "ON" and j.brightness == 200
@@ -33,7 +33,7 @@ def test_the_light_turns_on(journey):
 def test_the_serial_link_confirms(journey):
     j = journey.via_serial("OFF")
     assert j.state == "OFF"
-'''
+"""
 
 
 def _env() -> dict[str, str]:
@@ -51,7 +51,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     wheels = tmp / "wheels"
     r = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(CHECKOUT)],
-        capture_output=True, text=True, timeout=300, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
     )
     assert r.returncode == 0, r.stderr
     (wheel,) = wheels.glob("lightctl-*.whl")
@@ -60,7 +63,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     py = env_dir / "bin" / "python"
     r = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", f"{wheel}[test]"],
-        capture_output=True, text=True, timeout=600, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
     )
     assert r.returncode == 0, r.stderr
     yield env_dir
@@ -68,9 +74,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_the_wheel_ships_firmware_and_boards(installed: Path, tmp_path: Path) -> None:
     r = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", "from host_harness import paths, boards; "
-         "print(paths.FIRMWARE_DIR); print(sorted(boards.names()))"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env(),
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "from host_harness import paths, boards; print(paths.FIRMWARE_DIR); print(sorted(boards.names()))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=_env(),
     )
     assert r.returncode == 0, r.stderr
     fw, names = r.stdout.splitlines()
@@ -81,7 +94,12 @@ def test_the_wheel_ships_firmware_and_boards(installed: Path, tmp_path: Path) ->
 def test_the_installed_main_job_runs_from_another_folder(installed: Path, tmp_path: Path) -> None:
     r = subprocess.run(
         [str(installed / "bin" / "lightctl"), "run", "--count", "5", "--button-count", "2", "--warmup", "2"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mqtt journeys (closed): 5 confirmed, 0 lost" in r.stdout, r.stdout
@@ -92,7 +110,12 @@ def test_the_installed_plugin_runs_a_teams_own_test(installed: Path, tmp_path: P
     (tmp_path / "test_team.py").write_text(TEAM_TEST)
     r = subprocess.run(
         [str(installed / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_team.py"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 passed" in r.stdout
