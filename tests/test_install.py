@@ -77,7 +77,8 @@ def test_the_wheel_ships_firmware_and_boards(installed: Path, tmp_path: Path) ->
         [
             str(installed / "bin" / "python"),
             "-c",
-            "from host_harness import paths, boards; print(paths.FIRMWARE_DIR); print(sorted(boards.names()))",
+            "from host_harness import paths; from host_harness.dut import boards; "
+            "print(paths.FIRMWARE_DIR); print(sorted(boards.names()))",
         ],
         capture_output=True,
         text=True,

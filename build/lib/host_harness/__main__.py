@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import hil_cli, run_job, sim
+from host_harness.cli import hil, run, sim
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m host_harness", description="lightctl host harness")
     sub = p.add_subparsers(dest="cmd", required=True)
-    run_job.add_parser(sub)
+    run.add_parser(sub)
     sim.add_parser(sub)
-    hil_cli.add_parser(sub)
+    hil.add_parser(sub)
     args = p.parse_args(argv)
     try:
         return int(args.func(args))

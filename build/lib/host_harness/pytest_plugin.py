@@ -26,16 +26,19 @@ from typing import Any
 
 import pytest
 
-from . import boards, budgets
-from .assertions import assert_within_budget
-from .broker import RunningBroker, parse_broker_url, start_broker
-from .budgets import Budget, Verdict
-from .clock_choice import clock_for
-from .device import Device, open_device
-from .hops import ClockMap
-from .journey import Journeys
-from .mqtt_client import HostMqtt
-from .results import JourneyRun
+from host_harness.broker.info import parse_broker_url
+from host_harness.broker.running import RunningBroker
+from host_harness.broker.start import start_broker
+from host_harness.core import budgets
+from host_harness.core.assertions import assert_within_budget
+from host_harness.core.budgets import Budget, Verdict
+from host_harness.core.hops import ClockMap
+from host_harness.core.results import JourneyRun
+from host_harness.dut import boards
+from host_harness.dut.device import Device, open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.journeys import Journeys
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Command line for real boards: ``flash``, ``deploy`` and ``monitor``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _flash(args: argparse.Namespace) -> int:
+    from host_harness.image.flash import flash
+
+    flash(
+        args.port,
+        args.firmware,
+        chip=args.chip,
+        erase=args.erase,
+        baud=args.baud,
+        addr=args.addr,
+        connect_attempts=args.connect_attempts,
+        timeout=args.timeout,
+    )
+    print(f"flashed; next: python -m host_harness deploy --port {args.port} --board BOARD --config CONFIG.json")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from host_harness.image.deploy import deploy, load_config
+
+    config = load_config(args.config) if args.config else None
+    deploy(
+        args.port,
+        args.board,
+        config,
+        use_mpy=not args.no_mpy,
+        force=args.force,
+        reset=not args.no_reset,
+        boot_timeout=args.boot_timeout,
+        repl_timeout=args.repl_timeout,
+        say=print,
+    )
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from host_harness.cli import monitor
+
+    return monitor.run(args)
+
+
+def add_flash_parser(sub: Any) -> None:
+    p = sub.add_parser("flash", help="write a MicroPython image to an ESP32 board with esptool")
+    p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
+    p.add_argument("--firmware", required=True, metavar="FILE.bin", help="MicroPython image for the board's chip")
+    p.add_argument("--chip", default="auto", help="esp32, esp32s3, esp32c3, ... (default: auto-detect)")
+    p.add_argument("--erase", action="store_true", help="erase the whole flash first (the filesystem too)")
+    p.add_argument("--baud", type=int, default=460800, help="baud rate while flashing (default 460800)")
+    p.add_argument("--addr", default=None, help="flash offset (default: from the image's chip: 0x1000 on ESP32)")
+    p.add_argument(
+        "--connect-attempts", type=int, default=7, help="esptool attempts to reach the bootloader (default 7)"
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
+    p.set_defaults(func=_flash)
+
+
+def add_deploy_parser(sub: Any) -> None:
+    p = sub.add_parser("deploy", help="copy the firmware, board and config to a board (only what changed), reset")
+    p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
+    p.add_argument("--board", required=True, help="board name from boards/ (or a board JSON file)")
+    p.add_argument("--config", default=None, metavar="FILE", help="device config JSON (Wi-Fi, MQTT, device_id)")
+    p.add_argument("--no-mpy", action="store_true", help="deploy .py sources, not .mpy precompiled by mpy-cross")
+    p.add_argument("--force", action="store_true", help="copy every file, changed or not")
+    p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the firmware after reset")
+    p.add_argument("--repl-timeout", type=float, default=5.0, help="seconds to wait for the REPL prompt")
+    p.set_defaults(func=_deploy)
+
+
+def add_monitor_parser(sub: Any) -> None:
+    p = sub.add_parser("monitor", help="print a device's event stream, one readable line per event")
+    p.add_argument("--port", required=True, help="serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
+    p.add_argument("--board", default=None, help="board name from boards/ (shown in the header)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many events")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--info-timeout", type=float, default=3.0, help="seconds to wait for the device's info first")
+    p.add_argument("--raw", action="store_true", help="print each event's JSON after its time")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="dim console noise")
+    p.set_defaults(func=_monitor)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``flash``, ``deploy`` and ``monitor``."""
+    add_flash_parser(sub)
+    add_deploy_parser(sub)
+    add_monitor_parser(sub)

@@ -1,0 +1,174 @@
+"""The main job: light journeys, a table per journey and hop, a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+from host_harness.broker.info import BrokerInfo
+from host_harness.broker.start import start_broker
+from host_harness.core import budgets
+from host_harness.core.results import JourneyRun
+from host_harness.dut import boards
+from host_harness.dut.device import Device, open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop, command_for, open_loop_mqtt
+from host_harness.measure.progress import Progress
+from host_harness.report import write as report
+
+KINDS = ("mqtt", "serial", "button")
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="unix", help="'unix' (default: spawn the Unix port) or a pyserial URL")
+    p.add_argument(
+        "--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc for a serial URL)"
+    )
+    p.add_argument(
+        "--broker",
+        default=None,
+        help="mqtt://[user:pass@]host[:port], mosquitto or amqtt (default: mosquitto if installed)",
+    )
+    p.add_argument("--micropython", default=None, help="path of a MicroPython Unix-port executable")
+    p.add_argument("--heapsize", default="64k", help="Unix-port heap size (default 64k, ESP32-like; 96k with TLS)")
+    p.add_argument("--ca", default=None, metavar="FILE", help="CA certificate that signed an mqtts:// broker's")
+    p.add_argument("--cert", default=None, metavar="FILE", help="client certificate for mqtts://")
+    p.add_argument("--key", default=None, metavar="FILE", help="client key for mqtts://")
+
+
+def tls_options(args: argparse.Namespace, info: BrokerInfo) -> tuple[dict[str, Any] | None, str | None]:
+    """Device config for TLS (file paths the Unix-port device reads) and the heap it needs."""
+    if not info.tls:
+        return None, args.heapsize
+    mqtt: dict[str, Any] = {}
+    for key in ("ca", "cert", "key"):
+        v = getattr(args, key)
+        if v:
+            mqtt[key] = str(Path(v).resolve())
+    heap = args.heapsize
+    if heap == "64k":
+        heap = "96k"  # mbedTLS takes ~6 KB of the Unix port's MicroPython heap (an ESP32 has a system heap for it)
+    return {"mqtt": mqtt}, heap
+
+
+def host_client(args: argparse.Namespace, info: BrokerInfo, name: str) -> HostMqtt:
+    return HostMqtt(info, name, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
+
+
+def board_for(args: argparse.Namespace) -> str:
+    return str(args.board or ("unix" if args.device == "unix" else "esp32-devkitc"))
+
+
+def _kinds(spec: str) -> list[str]:
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown journey kind {bad[0]!r}; choose from {', '.join(KINDS)}")
+    return kinds
+
+
+def measure(dev: Device, mq: HostMqtt, kinds: list[str], args: argparse.Namespace) -> list[JourneyRun]:
+    js = Journeys(dev, mq, timeout=args.timeout)
+    clock, clock_note = clock_for(dev, mq)
+    print(f"clock: {clock_note}")
+    rng = random.Random(0)
+    for i in range(args.warmup):
+        st, br = command_for(i, rng)
+        js.via_mqtt(st, br)
+    runs = []
+    for n_kind, kind in enumerate(kinds):
+        if n_kind:
+            clock.resync()  # a long run drifts: top the sync up between phases
+        n = args.count if kind != "button" else max(1, min(args.count, args.button_count))
+        bar = Progress(n, f"{kind:>6} journeys")
+        if kind == "mqtt" and args.rate:
+            run = open_loop_mqtt(js, args.rate, n, clock, args.seed, bar)
+        else:
+            run = closed_loop(js, kind, n, clock, args.seed, bar)
+        bar.close()
+        runs.append(run)
+    print(f"clock after the run: {clock.describe()}")
+    return runs
+
+
+def run(args: argparse.Namespace) -> int:
+    kinds = _kinds(args.journeys)
+    board_name = board_for(args)
+    bdef = boards.load(board_name)
+    budget = budgets.for_board(bdef, args.budget)
+    with start_broker(args.broker) as broker:
+        print(f"broker: {broker.describe()}")
+        extra, heap = tls_options(args, broker.info)
+        dev = open_device(args.device, board_name, broker.info, args.micropython, heap, config=extra)
+        try:
+            info = dev.info
+            print(
+                f"device: {args.device} ({info.get('platform')}), board {info.get('board')}, id {dev.device_id}, "
+                f"firmware {info.get('version')}, ticks period 2**{int(info.get('ticks_period', 2)).bit_length() - 1}"
+                + (f", heap {args.heapsize}, firmware from {dev.unix.build_note}" if dev.unix else "")
+            )
+            if "button" in kinds and not dev.board.get("button"):
+                kinds.remove("button")
+            dev.wait_mqtt()
+            mq = host_client(args, broker.info, "run").connect()
+            try:
+                runs = measure(dev, mq, kinds, args)
+            finally:
+                mq.close()
+        finally:
+            dev.close()
+    print(f"\nbudget: {budget.source}")
+    verdicts = []
+    for r in runs:
+        v = budgets.evaluate(r, budget.for_kind(r.kind))
+        verdicts.append(v)
+        print(
+            f"\n{r.kind} journeys ({r.schedule}): {len(r.journeys)} confirmed, {len(r.lost)} lost, "
+            f"{len(r.duplicated)} duplicated, {len(r.errors)} refused"
+        )
+        print(v.message())
+        for msg in r.lost[:3]:
+            print(f"  lost: {msg}")
+    ok = all(v.ok for v in verdicts)
+    print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
+    meta: dict[str, Any] = {"board": bdef.get("name"), "device": args.device, "budget": budget.source}
+    if args.json:
+        import json
+
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "meta": meta,
+                    "runs": [r.as_dict() for r in runs],
+                    "verdicts": [
+                        {"kind": v.kind, "ok": v.ok, "breaches": [str(b) for b in v.breaches]} for v in verdicts
+                    ],
+                },
+                indent=1,
+            )
+        )
+        print(f"raw timings: {args.json}")
+    if args.report:
+        d = report.write(args.report, runs, verdicts, meta)
+        print(f"report: {d}/index.html")
+    return 0 if ok else 1
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="measure light journeys against the latency budget")
+    add_common_options(p)
+    p.add_argument("--journeys", default="mqtt,serial,button", help="kinds to run (default mqtt,serial,button)")
+    p.add_argument("--count", type=int, default=200, help="journeys per kind (default 200)")
+    p.add_argument("--button-count", type=int, default=50, help="at most this many button journeys (default 50)")
+    p.add_argument("--rate", type=float, default=None, help="MQTT open loop at this many commands/s (default closed)")
+    p.add_argument("--warmup", type=int, default=20, help="MQTT journeys before measuring (default 20)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
+    p.add_argument("--seed", type=int, default=1, help="seed for the brightness values")
+    p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML overriding the board's")
+    p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
+    p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")
+    p.set_defaults(func=run)

@@ -1,0 +1,64 @@
+"""A run of one journey kind: its journeys, hops, losses and summaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from host_harness.core import latency
+from host_harness.core.hops import HOPS, ClockMap, HopTimes, split
+from host_harness.core.journey import Journey
+
+
+@dataclass
+class JourneyRun:
+    kind: str  # "mqtt", "serial", "button"
+    schedule: str = "closed"  # "closed" or "open@<rate>/s"
+    journeys: list[Journey] = field(default_factory=list)
+    hop_times: list[HopTimes] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # ids never confirmed
+    duplicated: list[str] = field(default_factory=list)  # ids confirmed more than once
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, j: Journey, clock: ClockMap) -> None:
+        self.journeys.append(j)
+        self.hop_times.append(split(j, clock))
+
+    def hops_present(self) -> list[str]:
+        """Hops with any time in them (host_queue only in open loop, device_sense with a sense input)."""
+        out = []
+        for h in HOPS:
+            if h in ("host_queue", "device_sense") and all(ht.hops[h] == 0 for ht in self.hop_times):
+                continue
+            out.append(h)
+        return out
+
+    def total(self) -> latency.Summary:
+        return latency.summarize(j.e2e_ms for j in self.journeys)
+
+    def hop(self, name: str) -> latency.Summary:
+        return latency.summarize(max(0.0, ht.hops[name]) for ht in self.hop_times)
+
+    def hop_mean(self, name: str) -> float:
+        if not self.hop_times:
+            return float("nan")
+        return sum(ht.hops[name] for ht in self.hop_times) / len(self.hop_times)
+
+    def sent(self) -> int:
+        return len(self.journeys) + len(self.lost)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "schedule": self.schedule,
+            "sent": self.sent(),
+            "confirmed": len(self.journeys),
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "errors": self.errors,
+            "total_ms": self.total().as_dict(),
+            "hops_ms": {h: self.hop(h).as_dict() for h in self.hops_present()},
+            "samples": [
+                dict(j.as_dict(), hops_ms=ht.hops) for j, ht in zip(self.journeys, self.hop_times, strict=True)
+            ],
+        }

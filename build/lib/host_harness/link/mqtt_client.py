@@ -1,0 +1,130 @@
+"""The host's MQTT client (paho-mqtt), stamping every message on arrival."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from host_harness.broker.info import BrokerInfo
+from host_harness.core.events import Event, EventLog, WaitTimeout
+from host_harness.core.ids import IdMaker
+
+
+class HostMqtt:
+    """A paho client whose received messages land in an EventLog."""
+
+    def __init__(
+        self,
+        broker: BrokerInfo,
+        name: str = "host",
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        """``ca_file``: the CA that signed a TLS broker's certificate (default:
+        the system's); ``cert_file``/``key_file``: a client certificate."""
+        self.broker = broker
+        self.client_id = IdMaker(f"lightctl-{name}-")()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        if broker.username is not None:
+            self.client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            ctx = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                ctx.load_cert_chain(cert_file, key_file)
+            self.client.tls_set_context(ctx)
+        self.log = EventLog(f"MQTT {broker.redacted_url()}")
+        self._connected = threading.Event()
+        self._connect_error: str | None = None
+        self._subacks: dict[int, threading.Event] = {}
+        self._subs: dict[str, int] = {}
+        self._connected_once = False
+        self.reconnects = -1  # connections after the first
+        self._lock = threading.Lock()
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=2)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            self._connect_error = str(rc)
+        elif self._connected_once:
+            # A reconnect after the broker went away: a clean session lost
+            # the subscriptions, so make them again.
+            with self._lock:
+                subs = list(self._subs.items())
+            for topic, qos in subs:
+                client.subscribe(topic, qos)
+        self._connected_once = True
+        self.reconnects += 1
+        self._connected.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self._connected.clear()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        with self._lock:
+            ev = self._subacks.get(mid)
+        if ev:
+            ev.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic_ns()
+        text = msg.payload.decode("utf-8", "replace")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = {"payload": text}
+        data.setdefault("ev", msg.topic.rsplit("/", 1)[-1])
+        data["_retained"] = bool(msg.retain)
+        self.log.add(Event(data=data, host_ns=now, via="mqtt", topic=msg.topic))
+
+    def connect(self, timeout: float = 10.0) -> HostMqtt:
+        try:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except OSError as e:
+            raise ConnectionError(f"cannot connect to MQTT broker {self.broker.redacted_url()}: {e}") from e
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for CONNACK from {self.broker.redacted_url()}")
+        if self._connect_error:
+            err = self._connect_error
+            self.close()
+            raise ConnectionError(f"MQTT broker {self.broker.redacted_url()} refused connection: {err}")
+        return self
+
+    def subscribe(self, topic: str, qos: int = 0, timeout: float = 10.0) -> None:
+        done = threading.Event()
+        with self._lock:
+            rc, mid = self.client.subscribe(topic, qos)
+            self._subacks[mid] = done
+            self._subs[topic] = qos
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"subscribe to {topic} failed: {paho.error_string(rc)}")
+        if not done.wait(timeout):
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for SUBACK of {topic}")
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 0, retain: bool = False) -> int:
+        """Publish; returns time.monotonic_ns() just before handing it to paho."""
+        t = time.monotonic_ns()
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+        return t
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
