@@ -1,1 +1,0 @@
-"""Host-side test harness for the lightctl light-controller firmware."""

@@ -1,4 +1,0 @@
-# Runs at boot on a board; on the unix port: micropython -i firmware/main.py
-import app
-
-app.main()
