@@ -12,17 +12,20 @@ A budget file::
     p99 = 5.0
 
 Defaults ship in boards/ (named by the board's "budget" key); a user's file
-given with --budget overrides them, journey by journey.
+given with --budget is laid over them limit by limit: what it does not name
+stays the board's.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host_harness.core.hops import CONTAINS, LABELS
+from host_harness.core.blame import Blame, blame
+from host_harness.core.hops import LABELS, covers
 from host_harness.core.results import JourneyRun
 from host_harness.core.table import render
 from host_harness.paths import BOARDS_DIR, ROOT
@@ -47,29 +50,62 @@ class Budget:
         return self.journeys.get(kind, JourneyBudget())
 
 
+JOURNEY_KINDS = ("mqtt", "serial", "button")
+
+
+def _limit(v: Any, where: str, integer: bool = False) -> float:
+    """A limit: a non-negative number (an integer count for lost/duplicated)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
+        raise ValueError(f"{where} = {v!r}: not {'a whole number' if integer else 'a number (ms)'}")
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{where} = {v!r}: a limit must be a number >= 0")
+    return float(v)
+
+
 def _parse(data: dict[str, Any], source: str) -> Budget:
     b = Budget(source)
-    for kind, spec in (data.get("journey") or {}).items():
+    extra = [k for k in data if k != "journey"]
+    if extra:
+        raise ValueError(f"{source}: unknown key {extra[0]!r}; a budget has only [journey.<kind>] tables")
+    journeys = data.get("journey") or {}
+    if not isinstance(journeys, dict):
+        raise ValueError(f"{source}: journey must be a table ([journey.<kind>])")
+    for kind, spec in journeys.items():
+        if kind not in JOURNEY_KINDS:
+            known = ", ".join(JOURNEY_KINDS)
+            raise ValueError(f"{source}: [journey.{kind}]: unknown journey {kind!r}; journeys are {known}")
         if not isinstance(spec, dict):
             raise ValueError(f"{source}: [journey.{kind}] must be a table")
         jb = JourneyBudget()
         for k, v in spec.items():
+            where = f"{source}: [journey.{kind}] {k}"
             if k in METRICS:
-                jb.total[k] = float(v)
+                jb.total[k] = _limit(v, where)
             elif k == "lost":
-                jb.lost = int(v)
+                jb.lost = int(_limit(v, where, integer=True))
             elif k == "duplicated":
-                jb.duplicated = int(v)
+                jb.duplicated = int(_limit(v, where, integer=True))
             elif k == "hops":
+                if not isinstance(v, dict):
+                    raise ValueError(f"{where}: must be a table ([journey.{kind}.hops.<hop>])")
                 for hop, limits in v.items():
                     if hop not in LABELS:
                         raise ValueError(f"{source}: unknown hop {hop!r}; hops are {', '.join(LABELS)}")
+                    if not isinstance(limits, dict):
+                        raise ValueError(f"{source}: [journey.{kind}.hops.{hop}] must be a table")
                     bad = [m for m in limits if m not in METRICS]
                     if bad:
-                        raise ValueError(f"{source}: unknown metric {bad[0]!r} for hop {hop}")
-                    jb.hops[hop] = {m: float(x) for m, x in limits.items()}
+                        raise ValueError(
+                            f"{source}: unknown metric {bad[0]!r} for hop {hop}; metrics are {', '.join(METRICS)}"
+                        )
+                    jb.hops[hop] = {
+                        m: _limit(x, f"{source}: [journey.{kind}.hops.{hop}] {m}") for m, x in limits.items()
+                    }
             else:
-                raise ValueError(f"{source}: unknown key {k!r} in [journey.{kind}]")
+                raise ValueError(
+                    f"{source}: unknown key {k!r} in [journey.{kind}]; keys are "
+                    f"{', '.join(METRICS)}, lost, duplicated and [journey.{kind}.hops.<hop>]"
+                )
         b.journeys[kind] = jb
     return b
 
@@ -81,27 +117,47 @@ def _shown(p: Path) -> str:
         return str(p)
 
 
-def load_file(path: str | Path) -> Budget:
+def _load_raw(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A budget file's TOML, checked (raises ValueError naming the file and key)."""
     p = Path(path)
     try:
         with p.open("rb") as f:
-            return _parse(tomllib.load(f), _shown(p))
+            data = tomllib.load(f)
     except FileNotFoundError:
-        raise ValueError(f"budget file {p} not found") from None
+        raise ValueError(f"{p}: no such budget file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{p}: a folder, not a budget file") from None
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"budget file {p}: {e}") from None
+        raise ValueError(f"{p}: not a valid budget file (TOML): {e}") from None
+    source = _shown(p)
+    _parse(data, source)
+    return data, source
+
+
+def load_file(path: str | Path) -> Budget:
+    data, source = _load_raw(path)
+    return _parse(data, source)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid onto ``base`` limit by limit (tables merged, values replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def for_board(board: dict[str, Any], override: str | Path | None = None) -> Budget:
-    """The board's default budget, journey by journey overridden by a user's file."""
+    """The board's default budget with a user's file laid over it, limit by limit:
+    a limit the user's file does not name stays the board's."""
     name = board.get("budget")
-    base = load_file(BOARDS_DIR / name) if name else Budget("(none)")
+    if not name and override is None:
+        return Budget("(none)")
+    base, base_source = _load_raw(BOARDS_DIR / name) if name else ({}, "(none)")
     if override is None:
-        return base
-    user = load_file(override)
-    merged = dict(base.journeys)
-    merged.update(user.journeys)
-    return Budget(f"{user.source} over {base.source}", merged)
+        return _parse(base, base_source)
+    user, user_source = _load_raw(override)
+    return _parse(_merge(base, user), f"{user_source} over {base_source}")
 
 
 @dataclass
@@ -112,9 +168,14 @@ class Breach:
     measured: float
 
     def __str__(self) -> str:
+        if self.metric == "lost":
+            return f"lost {self.measured:g} > {self.limit:g} (journeys never confirmed)"
+        if self.metric == "duplicated":
+            return f"duplicated {self.measured:g} > {self.limit:g} (confirmations seen twice)"
+        if self.metric == "confirmed":
+            return "lost: no journey confirmed"
         where = "end-to-end" if self.scope == "total" else f"hop {self.scope}"
-        unit = "" if self.metric in ("lost", "duplicated") else " ms"
-        return f"{where} {self.metric} {self.measured:g}{unit} > {self.limit:g}{unit}"
+        return f"{where} {self.metric} {self.measured:g} ms > {self.limit:g} ms"
 
 
 @dataclass
@@ -122,6 +183,7 @@ class Verdict:
     kind: str
     breaches: list[Breach]
     waterfall: str
+    blames: list[Blame] = field(default_factory=list)  # the hop behind each broken end-to-end percentile
 
     @property
     def ok(self) -> bool:
@@ -149,34 +211,46 @@ def evaluate(run: JourneyRun, jb: JourneyBudget) -> Verdict:
         breaches.append(Breach("total", "lost", jb.lost, len(run.lost)))
     if len(run.duplicated) > jb.duplicated:
         breaches.append(Breach("total", "duplicated", jb.duplicated, len(run.duplicated)))
-    return Verdict(run.kind, breaches, waterfall(run, jb, breaches))
+    blames = [b for b in (blame(run, x.metric) for x in breaches if x.scope == "total") if b is not None]
+    return Verdict(run.kind, breaches, waterfall(run, jb, breaches, blames), blames)
 
 
-def waterfall(run: JourneyRun, jb: JourneyBudget | None = None, breaches: list[Breach] | None = None) -> str:
-    """Each hop's p50/p99 and share of the mean total; the culprit marked."""
+def waterfall(
+    run: JourneyRun,
+    jb: JourneyBudget | None = None,
+    breaches: list[Breach] | None = None,
+    blames: list[Blame] | None = None,
+) -> str:
+    """Each hop's p50/p99 and share of the mean total; marked: a hop that broke
+    its own limit, and the hop whose time makes up a broken end-to-end tail."""
     jb = jb or JourneyBudget()
     breaches = breaches or []
+    blames = blames or []
     broke_hops = {b.scope for b in breaches if b.scope != "total"}
     total_mean = sum(run.hop_mean(h) for h in run.hops_present()) or float("nan")
-    culprit = None
-    if any(b.scope == "total" for b in breaches) and not broke_hops and run.hop_times:
-        culprit = max(run.hops_present(), key=run.hop_mean)
+    marks: dict[str, list[str]] = {}
+    for h in sorted(broke_hops):
+        marks.setdefault(h, []).append("BROKE its budget")
+    for bl in blames:
+        marks.setdefault(bl.hop, []).append(f"{bl.share:.0f}% of the end-to-end {bl.metric} tail")
     rows: list[list[object]] = []
     for h in run.hops_present():
         s = run.hop(h)
         share = run.hop_mean(h) / total_mean * 100.0
         limits = ", ".join(f"{m}<={v:g}" for m, v in jb.hops.get(h, {}).items())
-        mark = ""
-        if h in broke_hops:
-            mark = "<< BROKE its budget"
-        elif h == culprit:
-            mark = "<< largest share"
+        mark = ("<< " + "; ".join(marks[h])) if h in marks else ""
         bar = "#" * max(0, min(40, round(share / 2.5)))
         rows.append([LABELS[h], s.p50, s.p99, f"{share:5.1f}%", bar, limits, mark])
     t = run.total()
     rows.append(["end-to-end", t.p50, t.p99, "100.0%", "", ", ".join(f"{m}<={v:g}" for m, v in jb.total.items()), ""])
     text = render(["hop (ms)", "p50", "p99", "share", "", "budget", ""], rows, align="lrrrlll")
-    look = [h for h in (broke_hops or ({culprit} if culprit else set())) if h in CONTAINS.get(run.kind, {})]
-    for h in look:
-        text += f"\n  {h} covers: {CONTAINS[run.kind][h]}"
+    for bl in blames:
+        text += f"\n  {bl}"
+    for h in run.hops_present():
+        if h in marks and covers(run.kind, h):
+            text += f"\n  {h} covers: {covers(run.kind, h)}"
+    for b in breaches:
+        if b.metric in ("lost", "confirmed", "duplicated"):
+            what = "duplicates" if b.metric == "duplicated" else "loss"
+            text += f"\n  {b}: {what}, not a hop's time, broke this; no hop is blamed for it"
     return text

@@ -51,6 +51,19 @@ CONTAINS = {
     },
 }
 
+# The same on every transport.
+CONTAINS_ALL = {
+    "host_queue": "the host's sender: a stalled scheduler or a busy host, not the device",
+    "device_apply": "firmware: command parsing, the charge-once check and the pin/PWM write",
+    "device_sense": "the light itself: driver, lamp and the sense input's edge",
+    "device_report": "firmware: building the state report and handing it to the transport",
+}
+
+
+def covers(kind: str, hop: str) -> str:
+    """What a hop of a ``kind`` journey contains: where to look when it is slow."""
+    return CONTAINS.get(kind, {}).get(hop) or CONTAINS_ALL.get(hop, "")
+
 
 class ClockMap(Protocol):
     def device_to_host_ns(self, ticks: int, near_host_ns: int | None = None) -> int: ...
