@@ -9,7 +9,7 @@ Options:
   --micropython PATH  a Unix-port executable (default: micropython on PATH)
   --heapsize SIZE     Unix-port heap (default 64k)
 
-  --budget FILE       a latency budget TOML overriding the board's
+  --budget FILE       a latency budget TOML laid over the board's, limit by limit
 
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
 ``device_factory``, ``mqtt`` (a connected host client), ``journey``,
@@ -69,13 +69,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
     g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
     g.addoption("--heapsize", default="64k", help="Unix-port heap size (default 64k)")
-    g.addoption("--budget", default=None, help="a latency budget TOML overriding the board's")
+    g.addoption("--budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unix_only: needs the Unix-port device; skipped on a board")
     config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
+    _check_options(config)
+
+
+def _check_options(config: pytest.Config) -> None:
+    """A bad board or budget file is one usage error for the whole run, not an error per test."""
+    o = _options(config)
+    try:
+        bdef = boards.load(o.board)
+    except ValueError as e:
+        raise pytest.UsageError(f"--board {o.board}: {e}") from None
+    if o.budget is not None:
+        try:
+            budgets.for_board(bdef, o.budget)
+        except ValueError as e:
+            raise pytest.UsageError(f"--budget {e}") from None
 
 
 def _pick(devices: list[str]) -> str:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import random
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from host_harness.broker.info import BrokerInfo
 from host_harness.broker.start import start_broker
+from host_harness.cli import validate
 from host_harness.core import budgets
 from host_harness.core.results import JourneyRun
-from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
@@ -63,22 +64,14 @@ def board_for(args: argparse.Namespace) -> str:
     return str(args.board or ("unix" if args.device == "unix" else "esp32-devkitc"))
 
 
-def _kinds(spec: str) -> list[str]:
-    kinds = [k.strip() for k in spec.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
-    if bad:
-        raise ValueError(f"unknown journey kind {bad[0]!r}; choose from {', '.join(KINDS)}")
-    return kinds
-
-
-def measure(dev: Device, mq: HostMqtt, kinds: list[str], args: argparse.Namespace) -> list[JourneyRun]:
+def measure(dev: Device, mq: HostMqtt | None, kinds: list[str], args: argparse.Namespace) -> list[JourneyRun]:
     js = Journeys(dev, mq, timeout=args.timeout)
     clock, clock_note = clock_for(dev, mq)
     print(f"clock: {clock_note}")
     rng = random.Random(0)
     for i in range(args.warmup):
         st, br = command_for(i, rng)
-        js.via_mqtt(st, br)
+        (js.via_mqtt if mq is not None else js.via_serial)(st, br)
     runs = []
     for n_kind, kind in enumerate(kinds):
         if n_kind:
@@ -96,14 +89,16 @@ def measure(dev: Device, mq: HostMqtt, kinds: list[str], args: argparse.Namespac
 
 
 def run(args: argparse.Namespace) -> int:
-    kinds = _kinds(args.journeys)
-    board_name = board_for(args)
-    bdef = boards.load(board_name)
-    budget = budgets.for_board(bdef, args.budget)
-    with start_broker(args.broker) as broker:
-        print(f"broker: {broker.describe()}")
-        extra, heap = tls_options(args, broker.info)
-        dev = open_device(args.device, board_name, broker.info, args.micropython, heap, config=extra)
+    checked = validate.run_options(args)  # every option, file and key, before anything starts
+    kinds, board_name, bdef, budget = checked.kinds, checked.board_name, checked.board, checked.budget
+    # Serial journeys need no broker: none is started unless one is asked for, and none is waited for.
+    broker_cm: Any = start_broker(args.broker) if checked.needs_mqtt or args.broker else nullcontext(None)
+    with broker_cm as broker:
+        print(f"broker: {broker.describe() if broker else 'none (serial journeys only)'}")
+        extra, heap = tls_options(args, broker.info) if broker else (None, args.heapsize)
+        dev = open_device(
+            args.device, board_name, broker.info if broker else None, args.micropython, heap, config=extra
+        )
         try:
             info = dev.info
             print(
@@ -113,12 +108,15 @@ def run(args: argparse.Namespace) -> int:
             )
             if "button" in kinds and not dev.board.get("button"):
                 kinds.remove("button")
-            dev.wait_mqtt()
-            mq = host_client(args, broker.info, "run").connect()
+            mq = None
+            if any(k in validate.MQTT_KINDS for k in kinds):
+                dev.wait_mqtt()
+                mq = host_client(args, broker.info, "run").connect()
             try:
                 runs = measure(dev, mq, kinds, args)
             finally:
-                mq.close()
+                if mq is not None:
+                    mq.close()
         finally:
             dev.close()
     print(f"\nbudget: {budget.source}")
@@ -165,10 +163,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--count", type=int, default=200, help="journeys per kind (default 200)")
     p.add_argument("--button-count", type=int, default=50, help="at most this many button journeys (default 50)")
     p.add_argument("--rate", type=float, default=None, help="MQTT open loop at this many commands/s (default closed)")
-    p.add_argument("--warmup", type=int, default=20, help="MQTT journeys before measuring (default 20)")
+    p.add_argument("--warmup", type=int, default=20, help="warm-up journeys (default 20; over serial if no MQTT)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
     p.add_argument("--seed", type=int, default=1, help="seed for the brightness values")
-    p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML overriding the board's")
+    p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML laid over the board's, limit by limit")
+    p.add_argument(
+        "--no-budget", action="store_true", help="run without a latency budget (a board without one needs this)"
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
     p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")
     p.set_defaults(func=run)

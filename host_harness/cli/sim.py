@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 from host_harness.broker.start import start_broker
+from host_harness.cli import validate
 from host_harness.cli.run import add_common_options, board_for, tls_options
 from host_harness.core.events import Event
 from host_harness.dut.device import open_device
 
 
 def run(args: argparse.Namespace) -> int:
+    validate.sim_options(args)  # every option and file, before anything starts
     with start_broker(args.broker) as broker:
         extra, heap = tls_options(args, broker.info)
         dev = open_device(

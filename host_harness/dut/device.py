@@ -137,8 +137,14 @@ class Device:
                 return self.fetch_info(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
             except WaitTimeout as e:
                 last = e
+        waited = timeout or self.boot_timeout
+        if self.link.bytes_read == 0:
+            raise WaitTimeout(
+                f"nothing at all was read from {self.link.url} in {waited:g} s: is the board on this port, "
+                "powered, and running the firmware (lightctl deploy)?"
+            )
         raise WaitTimeout(
-            f"device on {self.link.url} did not answer info within {timeout or self.boot_timeout:g} s "
+            f"device on {self.link.url} did not answer info within {waited:g} s "
             f"({last}); console said:\n{self.link.noise_tail()}"
         )
 

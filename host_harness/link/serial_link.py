@@ -48,6 +48,7 @@ class SerialLink:
         self.log = EventLog(f"{name} {url}")
         self.noise: deque[str] = deque(maxlen=200)
         self.raw_listeners: list[Any] = []  # called with every chunk of bytes read
+        self.bytes_read = 0  # nothing at all from a port says more than a timeout
         self.line_listeners: list[LineListener] = []  # called per line, in order: (arrival ns, noise, event)
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
@@ -66,6 +67,7 @@ class SerialLink:
             if not chunk:
                 continue
             now = time.monotonic_ns()
+            self.bytes_read += len(chunk)
             for cb in self.raw_listeners:
                 cb(chunk)
             buf += chunk
