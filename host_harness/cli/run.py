@@ -21,8 +21,6 @@ from host_harness.measure.load import closed_loop, command_for, open_loop_mqtt
 from host_harness.measure.progress import Progress
 from host_harness.report import write as report
 
-KINDS = ("mqtt", "serial", "button")
-
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="unix", help="'unix' (default: spawn the Unix port) or a pyserial URL")
