@@ -52,6 +52,6 @@ def test_injected_three_seconds_are_attributed_to_that_hop(
         assert abs(ht.total_ms - e2e) <= 0.02 * e2e
     v = evaluate(run, JourneyBudget(total={"p99": 1000.0}))
     assert not v.ok
-    marked = [line for line in v.waterfall.splitlines() if "<< largest share" in line]
+    marked = [line for line in v.waterfall.splitlines() if "of the end-to-end p99 tail" in line]
     assert len(marked) == 1 and marked[0].startswith("host sent -> device received"), v.waterfall
     assert "host_to_device covers: host client, broker" in v.waterfall
