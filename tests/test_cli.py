@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from host_harness.broker.running import RunningBroker
+from host_harness.core.hops import LABELS
 from host_harness.dut import boards
 from host_harness.dut.device import unix_config
 from host_harness.dut.unix_device import UnixDevice
@@ -69,6 +70,24 @@ def test_a_broken_budget_fails_the_run_and_names_the_hop(tmp_path: Path, broker:
     line = next(x for x in r.stdout.splitlines() if x.startswith("device report -> host received"))
     assert "<< BROKE its budget" in line
     assert "verdict: FAIL" in r.stdout
+
+
+def test_a_broken_end_to_end_budget_blames_the_hop_of_its_tail(tmp_path: Path, broker: RunningBroker) -> None:
+    bf = tmp_path / "tight-e2e.toml"
+    bf.write_text("[journey.mqtt]\np99 = 0.001\n")
+    out = tmp_path / "journeys.json"
+    r = harness(
+        "run", "--count", "5", "--warmup", "1", "--journeys", "mqtt", "--broker", broker.info.url,
+        "--budget", str(bf), "--json", str(out),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    (blamed,) = json.loads(out.read_text())["verdicts"][0]["blamed"]
+    assert blamed["metric"] == "p99"
+    marked = [x for x in r.stdout.splitlines() if "<< " in x]
+    assert len(marked) == 1 and "of the end-to-end p99 tail" in marked[0], r.stdout
+    assert marked[0].startswith(LABELS[blamed["hop"]])
+    assert f"end-to-end p99 is {blamed['hop']}'s:" in r.stdout
+    assert f"{blamed['hop']} covers: " in r.stdout
 
 
 def test_report_dir_has_json_histogram_log_plots_and_html(tmp_path: Path, broker: RunningBroker) -> None:

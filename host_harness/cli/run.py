@@ -141,7 +141,13 @@ def run(args: argparse.Namespace) -> int:
                     "meta": meta,
                     "runs": [r.as_dict() for r in runs],
                     "verdicts": [
-                        {"kind": v.kind, "ok": v.ok, "breaches": [str(b) for b in v.breaches]} for v in verdicts
+                        {
+                            "kind": v.kind,
+                            "ok": v.ok,
+                            "breaches": [str(b) for b in v.breaches],
+                            "blamed": [{"metric": b.metric, "hop": b.hop, "share": b.share} for b in v.blames],
+                        }
+                        for v in verdicts
                     ],
                 },
                 indent=1,
