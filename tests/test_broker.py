@@ -301,7 +301,11 @@ def test_mosquitto_lifecycle_and_restart(clients: list[Client]) -> None:
         info = broker.info
         assert (info.kind, info.host, info.tls, info.username) == ("mosquitto", "127.0.0.1", False, None)
         assert info.url == f"mqtt://127.0.0.1:{info.port}"
-        assert re.fullmatch(rf"mosquitto \d+\.\d+\S* on mqtt://127\.0\.0\.1:{info.port}", broker.describe())
+        assert re.fullmatch(
+            rf"mosquitto \d+\.\d+\S* \(stock settings\) on mqtt://127\.0\.0\.1:{info.port}; "
+            r"set_tcp_nodelay false \(stock\), max_inflight_messages 20, max_queued_messages 1000",
+            broker.describe(),
+        )
         assert broker.tmpdir is not None and broker.log_path is not None
         tmpdir = broker.tmpdir
         conf = (tmpdir / MosquittoBroker.CONF_NAME).read_text()
@@ -309,10 +313,11 @@ def test_mosquitto_lifecycle_and_restart(clients: list[Client]) -> None:
             f"listener {info.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence false",
-            "set_tcp_nodelay true",
             f"log_dest file {broker.log_path}",
         ):
             assert line in conf.splitlines()
+        # Stock settings, as users run it: Nagle's algorithm stays on.
+        assert not any(line.startswith("set_tcp_nodelay") for line in conf.splitlines())
         assert broker.log_path.exists()
 
         # A connected client sees the restart as a dropped connection.
@@ -342,6 +347,16 @@ def test_mosquitto_lifecycle_and_restart(clients: list[Client]) -> None:
         broker.stop()
 
 
+@needs_mosquitto
+def test_mosquitto_tuned_turns_nagle_off() -> None:
+    with start_broker("mosquitto-tuned", mosquitto_path=MOSQUITTO) as broker:
+        assert isinstance(broker, MosquittoBroker) and broker.tmpdir is not None
+        conf = (broker.tmpdir / MosquittoBroker.CONF_NAME).read_text().splitlines()
+        assert "set_tcp_nodelay true" in conf
+        assert "(tuned)" in broker.describe() and "set_tcp_nodelay true" in broker.describe()
+        Client(broker.info, "tuned").connect().close()
+
+
 def test_amqtt_lifecycle_and_restart() -> None:
     before = set(threading.enumerate())
     broker = start_broker("amqtt")
@@ -349,7 +364,11 @@ def test_amqtt_lifecycle_and_restart() -> None:
         assert isinstance(broker, AmqttBroker)
         info = broker.info
         assert (info.kind, info.host, info.url) == ("amqtt", "127.0.0.1", f"mqtt://127.0.0.1:{info.port}")
-        assert broker.describe() == f"amqtt (embedded, in-process) on mqtt://127.0.0.1:{info.port}"
+        assert re.fullmatch(
+            rf"amqtt \S+ \(embedded, in-process\) on mqtt://127\.0\.0\.1:{info.port}; "
+            r"TCP_NODELAY on \(set by the harness\)",
+            broker.describe(),
+        )
         thread = broker.thread
         assert thread is not None and thread.is_alive()
         Client(info, "c1").connect().close()

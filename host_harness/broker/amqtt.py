@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import errno
 import functools
+import importlib.metadata
 import logging
 import socket
 import threading
@@ -107,8 +108,16 @@ class AmqttBroker(RunningBroker):
     def running(self) -> bool:
         return self._broker is not None and self._thread is not None and self._thread.is_alive()
 
+    def latency_settings(self) -> dict[str, str]:
+        return {"TCP_NODELAY": "on (set by the harness)"}
+
     def describe(self) -> str:
-        return f"amqtt (embedded, in-process) on {self.info.redacted_url()}"
+        try:
+            version = " " + importlib.metadata.version("amqtt")
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
+        settings = ", ".join(f"{k} {v}" for k, v in self.latency_settings().items())
+        return f"amqtt{version} (embedded, in-process) on {self.info.redacted_url()}; {settings}"
 
     def start(self) -> Self:
         """Start the event loop thread and the broker; wait until it listens."""

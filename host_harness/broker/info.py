@@ -8,9 +8,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 KIND_EXTERNAL = "external"
 KIND_MOSQUITTO = "mosquitto"
+KIND_MOSQUITTO_TUNED = "mosquitto-tuned"
 KIND_AMQTT = "amqtt"
 #: Values of ``url``/``prefer`` that select a broker started by the harness.
-EMBEDDED_KINDS = (KIND_MOSQUITTO, KIND_AMQTT)
+#: ``mosquitto`` runs with Mosquitto's stock settings (what users run);
+#: ``mosquitto-tuned`` adds ``set_tcp_nodelay true``.
+EMBEDDED_KINDS = (KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED, KIND_AMQTT)
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 

@@ -108,8 +108,17 @@ def _cleanup_proc_state(state: _ProcState) -> None:
         state.tmpdir = None
 
 
+#: Mosquitto 2's defaults for the settings that change latency (mosquitto.conf(5)).
+STOCK_LATENCY_SETTINGS = {"max_inflight_messages": "20", "max_queued_messages": "1000"}
+
+
 class MosquittoBroker(RunningBroker):
-    """mosquitto as a subprocess on a loopback port, configured for the harness."""
+    """mosquitto as a subprocess on a loopback port.
+
+    Its latency-relevant settings are Mosquitto's stock ones, as users run it,
+    unless ``tuned``: then ``set_tcp_nodelay true`` (small packets are sent at
+    once instead of waiting for the peer's ACK: Nagle's algorithm off).
+    """
 
     LOG_NAME = "mosquitto.log"
     OUTPUT_NAME = "mosquitto.out"
@@ -127,6 +136,7 @@ class MosquittoBroker(RunningBroker):
         username: str | None = None,
         password: str | None = None,
         allow_anonymous: bool = True,
+        tuned: bool = False,
     ) -> None:
         """``extra_config``: mosquitto.conf lines appended after the listener
         (so ``certfile``/``keyfile``/``cafile``/``require_certificate`` apply to
@@ -139,6 +149,7 @@ class MosquittoBroker(RunningBroker):
         self.extra_config = list(extra_config)
         self.tls = tls
         self.allow_anonymous = allow_anonymous
+        self.tuned = tuned
         self._credentials = (username, password)
         self._port = port
         self._started_once = False
@@ -175,10 +186,16 @@ class MosquittoBroker(RunningBroker):
             return ""
         return self._combined_tail(lines, 0, 0)
 
+    def latency_settings(self) -> dict[str, str]:
+        """The settings that change latency, as this broker runs them (Mosquitto's defaults otherwise)."""
+        return {"set_tcp_nodelay": "true" if self.tuned else "false (stock)", **STOCK_LATENCY_SETTINGS}
+
     def describe(self) -> str:
         version = mosquitto_version(self.executable)
         name = f"mosquitto {version}" if version else "mosquitto"
-        return f"{name} on {self.info.redacted_url()}"
+        name += " (tuned)" if self.tuned else " (stock settings)"
+        settings = ", ".join(f"{k} {v}" for k, v in self.latency_settings().items())
+        return f"{name} on {self.info.redacted_url()}; {settings}"
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -242,8 +259,6 @@ class MosquittoBroker(RunningBroker):
             f"listener {port} {LOOPBACK}",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             "persistence false",
-            # Send small packets at once: the harness measures latency.
-            "set_tcp_nodelay true",
             f"log_dest file {tmpdir / self.LOG_NAME}",
             "log_type error",
             "log_type warning",
@@ -257,6 +272,9 @@ class MosquittoBroker(RunningBroker):
             # As root, mosquitto would switch to user "mosquitto", which cannot
             # write the log file in our private temp dir.
             lines.append("user root")
+        if self.tuned:
+            # Send small packets at once instead of waiting for the peer's ACK.
+            lines.append("set_tcp_nodelay true")
         lines += self.extra_config
         conf = tmpdir / self.CONF_NAME
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")

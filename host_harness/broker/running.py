@@ -77,6 +77,10 @@ class RunningBroker(ABC):
     def describe(self) -> str:
         """One human-readable line, safe to log (no password)."""
 
+    def latency_settings(self) -> dict[str, str]:
+        """The broker settings that change latency, as far as the harness knows them."""
+        return {}
+
     @abstractmethod
     def stop(self) -> None:
         """Stop the broker and release its resources.  Idempotent."""

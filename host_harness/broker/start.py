@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from host_harness.broker.amqtt import AmqttBroker
-from host_harness.broker.info import EMBEDDED_KINDS, KIND_AMQTT, KIND_MOSQUITTO, parse_broker_url
+from host_harness.broker.info import EMBEDDED_KINDS, KIND_AMQTT, KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED, parse_broker_url
 from host_harness.broker.mosquitto import MOSQUITTO_EXTRA_DIRS, MosquittoBroker, find_mosquitto
 from host_harness.broker.running import ExternalBroker, RunningBroker
 
@@ -21,8 +21,10 @@ def start_broker(
 
     * ``url`` = ``mqtt://...`` / ``mqtts://...``: use that external broker
       (nothing is started; ``stop()`` does nothing).
-    * ``url`` (or ``prefer``) = ``"mosquitto"`` / ``"amqtt"``: start that kind.
-    * otherwise: mosquitto if it can be found (``mosquitto_path`` or the
+    * ``url`` (or ``prefer``) = ``"mosquitto"`` / ``"mosquitto-tuned"`` /
+      ``"amqtt"``: start that kind. ``mosquitto`` runs with Mosquitto's stock
+      settings, as users run it; ``mosquitto-tuned`` adds ``set_tcp_nodelay true``.
+    * otherwise: stock mosquitto if it can be found (``mosquitto_path`` or the
       ``PATH``/sbin directories), else the embedded amqtt broker.
 
     ``mosquitto_options`` (``extra_config``, ``tls``, ``username``,
@@ -33,9 +35,10 @@ def start_broker(
     started (or a forced mosquitto cannot be found).
     """
     if mosquitto_options:
-        if (prefer or url or KIND_MOSQUITTO).strip().lower() != KIND_MOSQUITTO:
+        chosen = (prefer or url or KIND_MOSQUITTO).strip().lower()
+        if chosen not in (KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED):
             raise ValueError(f"{', '.join(sorted(mosquitto_options))} need a mosquitto broker started by the harness")
-        prefer, url = KIND_MOSQUITTO, None
+        prefer, url = chosen, None
     wanted: str | None = None
     if prefer is not None:
         wanted = prefer.strip().lower()
@@ -58,11 +61,11 @@ def start_broker(
     executable = find_mosquitto(mosquitto_path) if wanted != KIND_AMQTT else None
     if mosquitto_path is not None and executable is None and wanted != KIND_AMQTT:
         raise RuntimeError(f"mosquitto executable {mosquitto_path!r} not found or not executable")
-    if wanted == KIND_MOSQUITTO and executable is None:
+    if wanted in (KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED) and executable is None:
         raise RuntimeError(
             "mosquitto was requested but no 'mosquitto' executable was found on PATH or in "
             f"{', '.join(MOSQUITTO_EXTRA_DIRS)}; install it or pass its path"
         )
     if executable is not None:
-        return MosquittoBroker(executable, **mosquitto_options).start()
+        return MosquittoBroker(executable, tuned=wanted == KIND_MOSQUITTO_TUNED, **mosquitto_options).start()
     return AmqttBroker().start()
