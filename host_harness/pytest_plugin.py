@@ -1,15 +1,17 @@
 """pytest plugin: a broker, a device under test and a journey helper.
 
-Options:
-  --device unix|URL   the Unix port (default) or a board by pyserial URL; repeat it
-                      for several boards: under pytest-xdist (-n N) worker gwK uses
-                      device K mod count, without xdist the first one is used
-  --board NAME        board definition from boards/ (default: unix / esp32-devkitc)
-  --broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
-  --micropython PATH  a Unix-port executable (default: micropython on PATH)
-  --heapsize SIZE     Unix-port heap (default 64k)
+Options (all prefixed, so they cannot clash with other plugins' --port/--board):
+  --lightctl-device unix|URL   the Unix port (default) or a board by pyserial URL;
+                               repeat it for several boards: under pytest-xdist (-n N)
+                               worker gwK uses device K mod count, else the first
+  --lightctl-board NAME        board definition from boards/ (default: unix / esp32-devkitc)
+  --lightctl-broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
+  --lightctl-micropython PATH  a Unix-port executable (default: the project's own)
+  --lightctl-heapsize SIZE     Unix-port heap (default 64k)
+  --lightctl-budget FILE       a latency budget TOML laid over the board's, limit by limit
+  --lightctl-timeout SECONDS   wait for each confirmation (default 5)
 
-  --budget FILE       a latency budget TOML laid over the board's, limit by limit
+A bad board or budget file is one usage error at start-up (exit code 4).
 
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
 ``device_factory``, ``mqtt`` (a connected host client), ``journey``,
@@ -60,16 +62,18 @@ class LightctlOptions:
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("lightctl", "lightctl device under test")
     g.addoption(
-        "--device",
+        "--lightctl-device",
         action="append",
         default=None,
         help="'unix' (spawn the Unix port, default) or a pyserial URL; repeat for several boards (pytest-xdist)",
     )
-    g.addoption("--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)")
-    g.addoption("--broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
-    g.addoption("--micropython", default=None, help="MicroPython Unix-port executable")
-    g.addoption("--heapsize", default="64k", help="Unix-port heap size (default 64k)")
-    g.addoption("--budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
+    g.addoption(
+        "--lightctl-board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)"
+    )
+    g.addoption("--lightctl-broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
+    g.addoption("--lightctl-micropython", default=None, help="MicroPython Unix-port executable")
+    g.addoption("--lightctl-heapsize", default="64k", help="Unix-port heap size (default 64k)")
+    g.addoption("--lightctl-budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
 
 
@@ -85,12 +89,12 @@ def _check_options(config: pytest.Config) -> None:
     try:
         bdef = boards.load(o.board)
     except ValueError as e:
-        raise pytest.UsageError(f"--board {o.board}: {e}") from None
+        raise pytest.UsageError(f"--lightctl-board {o.board}: {e}") from None
     if o.budget is not None:
         try:
             budgets.for_board(bdef, o.budget)
         except ValueError as e:
-            raise pytest.UsageError(f"--budget {e}") from None
+            raise pytest.UsageError(f"--lightctl-budget {e}") from None
 
 
 def _pick(devices: list[str]) -> str:
@@ -101,16 +105,16 @@ def _pick(devices: list[str]) -> str:
 
 
 def _options(config: pytest.Config) -> LightctlOptions:
-    devices = [str(d) for d in (config.getoption("--device") or ["unix"])]
+    devices = [str(d) for d in (config.getoption("--lightctl-device") or ["unix"])]
     device = _pick(devices)
     return LightctlOptions(
         device=device,
-        board=str(config.getoption("--board") or ("unix" if device == "unix" else "esp32-devkitc")),
-        broker=config.getoption("--broker"),
-        micropython=config.getoption("--micropython"),
-        heapsize=config.getoption("--heapsize"),
+        board=str(config.getoption("--lightctl-board") or ("unix" if device == "unix" else "esp32-devkitc")),
+        broker=config.getoption("--lightctl-broker"),
+        micropython=config.getoption("--lightctl-micropython"),
+        heapsize=config.getoption("--lightctl-heapsize"),
         timeout=float(config.getoption("--lightctl-timeout")),
-        budget=config.getoption("--budget"),
+        budget=config.getoption("--lightctl-budget"),
         devices=devices,
     )
 
@@ -133,7 +137,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not o.unix and item.get_closest_marker("unix_only"):
             item.add_marker(pytest.mark.skip(reason=f"needs the Unix-port device; running against {o.device}"))
         if o.unix and item.get_closest_marker("hardware"):
-            item.add_marker(pytest.mark.skip(reason="needs a real board (--device URL)"))
+            item.add_marker(pytest.mark.skip(reason="needs a real board (--lightctl-device URL)"))
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +197,7 @@ def mqtt(broker: RunningBroker) -> Iterator[HostMqtt]:
 
 @pytest.fixture
 def latency_budget(lightctl: LightctlOptions) -> Budget:
-    """The board's latency budget (boards/*.budget.toml), or --budget FILE over it."""
+    """The board's latency budget (boards/*.budget.toml), or --lightctl-budget FILE over it."""
     return budgets.for_board(boards.load(lightctl.board), lightctl.budget)
 
 
@@ -204,11 +208,21 @@ def device_clock(device: Device, mqtt: HostMqtt) -> ClockMap:
 
 
 @pytest.fixture
-def assert_budget(latency_budget: Budget, record_property: Callable[[str, object], None]) -> Callable[..., Verdict]:
-    """``assert_budget(run)``: fails with a waterfall naming the hop; records figures as JUnit properties."""
+def assert_budget(latency_budget: Budget, request: pytest.FixtureRequest) -> Callable[..., Verdict]:
+    """``assert_budget(run)``: fails with a waterfall naming the hop; records figures as JUnit properties.
+
+    The failure shows the waterfall, not the harness's frames (AssertionError, so
+    ``pytest.raises(AssertionError)`` still catches it). Figures go to the test's
+    ``user_properties``: the ``<properties>`` of its ``<testcase>`` in ``--junitxml``
+    (what ``record_property`` does, without its warning under the default xunit2).
+    """
+
+    def record(name: str, value: object) -> None:
+        request.node.user_properties.append((name, value))
 
     def check(run: JourneyRun, budget: Budget | None = None) -> Verdict:
-        return assert_within_budget(run, budget or latency_budget, record_property)
+        __tracebackhide__ = True
+        return assert_within_budget(run, budget or latency_budget, record)
 
     return check
 

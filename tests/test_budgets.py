@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,11 +52,17 @@ def test_per_hop_sum_equals_end_to_end(journey: Journeys, device_clock: ClockMap
             assert ht.hops["host_to_device"] > 0 and ht.hops["device_to_host"] > 0
 
 
-def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: RunningBroker) -> None:
-    import subprocess
-    import sys
-    import xml.etree.ElementTree as ET
+def _pytest(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
 
+
+def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: RunningBroker) -> None:
     xml = tmp_path / "junit.xml"
     r = subprocess.run(
         [
@@ -63,7 +73,7 @@ def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: Running
             "-p",
             "no:cacheprovider",
             f"--junitxml={xml}",
-            "--broker",
+            "--lightctl-broker",
             broker.info.url,
             f"{__file__}::test_journeys_within_the_default_budget_pass",
         ],
@@ -72,7 +82,45 @@ def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: Running
         timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert "record_property" not in r.stdout + r.stderr and "warning" not in r.stdout.lower(), r.stdout
+    case = next(ET.parse(xml).iter("testcase"))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["mqtt.budget"] == "kept"
     assert float(props["mqtt.e2e.p50_ms"]) > 0
     assert "mqtt.device_apply.p99_ms" in props and props["mqtt.lost"] == "0"
+
+
+INNER = """
+from host_harness.measure.load import closed_loop
+
+def test_a(journey, device_clock, assert_budget):
+    assert_budget(closed_loop(journey, "mqtt", 5, device_clock))
+
+test_b = test_c = test_a
+"""
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [("--lightctl-board", "no-such-board", "unknown board 'no-such-board'"), ("--lightctl-budget", "", "")],
+)
+def test_a_bad_board_or_budget_is_one_usage_error(tmp_path: Path, option: str, value: str, said: str) -> None:
+    (tmp_path / "test_inner.py").write_text(INNER)
+    if option == "--lightctl-budget":
+        value = str(tmp_path / "bad.toml")
+        (tmp_path / "bad.toml").write_text("[journey.mqtt]\nspeed = 1\n")
+        said = "bad.toml"
+    r = _pytest(option, value, "test_inner.py", cwd=tmp_path)
+    assert r.returncode == pytest.ExitCode.USAGE_ERROR, r.stdout + r.stderr
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and said in errors[0], r.stdout + r.stderr
+
+
+def test_a_broken_budget_fails_with_the_waterfall_only(tmp_path: Path, broker: RunningBroker) -> None:
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER).replace("test_b = test_c = test_a", ""))
+    (tmp_path / "tiny.toml").write_text("[journey.mqtt]\np50 = 0.000001\n")
+    r = _pytest("--lightctl-broker", broker.info.url, "--lightctl-budget", "tiny.toml", "test_inner.py", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "budget BROKEN: end-to-end p50" in out and "device report -> host received" in out, out
+    assert "host_harness/" not in out and "JourneyRun(" not in out, out

@@ -386,9 +386,9 @@ def test_xdist_workers_each_take_one_of_several_devices(tmp_path: Path, broker: 
         (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER_TEST))
         out = tmp_path / "seen"
         out.mkdir()
-        args = ["-n", "2", "-p", "no:cacheprovider", "--board", "unix", "--broker", broker.info.url]
+        args = ["-n", "2", "-p", "no:cacheprovider", "--lightctl-board", "unix", "--lightctl-broker", broker.info.url]
         for port in ports:
-            args += ["--device", port]
+            args += ["--lightctl-device", port]
         r = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", *args, str(tmp_path / "test_inner.py")],
             capture_output=True,

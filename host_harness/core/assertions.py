@@ -26,6 +26,7 @@ def record_figures(run: JourneyRun, record: Record) -> None:
 
 def assert_within_budget(run: JourneyRun, budget: Budget, record: Record | None = None) -> Verdict:
     """Raise AssertionError with the waterfall when the budget is broken."""
+    __tracebackhide__ = True  # pytest: the failure is the waterfall, not this frame
     v = evaluate(run, budget.for_kind(run.kind))
     if record is not None:
         record_figures(run, record)
