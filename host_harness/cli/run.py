@@ -8,7 +8,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from host_harness.broker import facts as broker_facts
 from host_harness.broker.info import BrokerInfo
+from host_harness.broker.running import ExternalBroker
 from host_harness.broker.start import start_broker
 from host_harness.cli import validate
 from host_harness.core import budgets
@@ -19,6 +21,7 @@ from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop, command_for, open_loop_mqtt
 from host_harness.measure.progress import Progress
+from host_harness.report import facts
 from host_harness.report import write as report
 
 
@@ -62,7 +65,10 @@ def board_for(args: argparse.Namespace) -> str:
     return str(args.board or ("unix" if args.device == "unix" else "esp32-devkitc"))
 
 
-def measure(dev: Device, mq: HostMqtt | None, kinds: list[str], args: argparse.Namespace) -> list[JourneyRun]:
+def measure(
+    dev: Device, mq: HostMqtt | None, kinds: list[str], args: argparse.Namespace, meta: dict[str, Any] | None = None
+) -> list[JourneyRun]:
+    """The journeys of each kind; ``meta`` (if given) gets the clock sync's facts."""
     js = Journeys(dev, mq, timeout=args.timeout)
     clock, clock_note = clock_for(dev, mq)
     print(f"clock: {clock_note}")
@@ -83,6 +89,8 @@ def measure(dev: Device, mq: HostMqtt | None, kinds: list[str], args: argparse.N
         bar.close()
         runs.append(run)
     print(f"clock after the run: {clock.describe()}")
+    if meta is not None:
+        meta.update(facts.clock(clock))
     return runs
 
 
@@ -90,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     checked = validate.run_options(args)  # every option, file and key, before anything starts
     kinds, board_name, bdef, budget = checked.kinds, checked.board_name, checked.board, checked.budget
     # Serial journeys need no broker: none is started unless one is asked for, and none is waited for.
+    meta: dict[str, Any] = {
+        "run started": facts.iso_now(),
+        "board": f"{bdef.get('name')}: {bdef.get('description', '')}",
+    }
     broker_cm: Any = start_broker(args.broker) if checked.needs_mqtt or args.broker else nullcontext(None)
     with broker_cm as broker:
         print(f"broker: {broker.describe() if broker else 'none (serial journeys only)'}")
@@ -106,12 +118,19 @@ def run(args: argparse.Namespace) -> int:
             )
             if "button" in kinds and not dev.board.get("button"):
                 kinds.remove("button")
+            meta["device"] = f"{args.device} ({info.get('platform')}), id {dev.device_id}"
+            meta.update(facts.firmware(dev))
             mq = None
             if any(k in validate.MQTT_KINDS for k in kinds):
                 dev.wait_mqtt()
                 mq = host_client(args, broker.info, "run").connect()
             try:
-                runs = measure(dev, mq, kinds, args)
+                if broker is None:
+                    meta["broker"] = "none (serial journeys only)"
+                else:
+                    said = broker_facts.sys_version(mq) if isinstance(broker, ExternalBroker) and mq else None
+                    meta.update(facts.broker(broker_facts.facts(broker, said)))
+                runs = measure(dev, mq, kinds, args, meta)
             finally:
                 if mq is not None:
                     mq.close()
@@ -131,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  lost: {msg}")
     ok = all(v.ok for v in verdicts)
     print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
-    meta: dict[str, Any] = {"board": bdef.get("name"), "device": args.device, "budget": budget.source}
+    meta["budget"] = budget.source
     if args.json:
         import json
 
@@ -155,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"raw timings: {args.json}")
     if args.report:
-        d = report.write(args.report, runs, verdicts, meta)
+        d = report.write(args.report, runs, verdicts, meta, budget)
         print(f"report: {d}/index.html")
     return 0 if ok else 1
 
