@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unix_only
 def own_broker(broker: RunningBroker, lightctl: LightctlOptions) -> Iterator[RunningBroker]:
     """A broker of the session's kind that this test may restart."""
     if not broker.info.embedded:
-        pytest.skip("restarting needs a broker started by the harness (not --broker URL)")
+        pytest.skip("restarting needs a broker started by the harness (not --lightctl-broker URL)")
     b = start_broker(prefer=broker.kind)
     yield b
     b.stop()
