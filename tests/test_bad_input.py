@@ -217,7 +217,17 @@ def test_a_bad_budget_is_one_usage_error_for_a_pytest_run(tmp_path: Path) -> Non
     bad = tmp_path / "bad-budget.toml"
     bad.write_text("[journey.mqt]\np99 = 1\n")
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--budget", str(bad), "test_light.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--lightctl-budget",
+            str(bad),
+            "test_light.py",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -227,5 +237,5 @@ def test_a_bad_budget_is_one_usage_error_for_a_pytest_run(tmp_path: Path) -> Non
     out = r.stdout + r.stderr
     assert r.returncode == pytest.ExitCode.USAGE_ERROR, out
     errors = [line for line in out.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and "--budget" in errors[0] and "unknown journey 'mqt'" in errors[0], out
+    assert len(errors) == 1 and "--lightctl-budget" in errors[0] and "unknown journey 'mqt'" in errors[0], out
     assert "test_one" not in out and "lightctl broker" not in out

@@ -11,17 +11,6 @@ from host_harness.broker.running import RunningBroker
 from host_harness.core.events import WaitTimeout
 from host_harness.link.mqtt_client import HostMqtt
 
-# mosquitto.conf keys that change how soon a small message goes out or how many
-# wait; what stock Mosquitto does when a key is absent (mosquitto.conf(5)).
-MOSQUITTO_LATENCY_KEYS = {
-    "set_tcp_nodelay": "false",
-    "max_inflight_messages": "20",
-    "max_queued_messages": "1000",
-    "persistence": "false",
-    "autosave_interval": "1800",
-    "sys_interval": "10",
-}
-
 SYS_VERSION_TOPIC = "$SYS/broker/version"
 
 
@@ -37,38 +26,23 @@ class BrokerFacts:
         return f"{self.name} {self.version} on {self.where}" + (f" ({s})" if s else "")
 
 
-def _mosquitto(b: MosquittoBroker) -> BrokerFacts:
-    settings = {}
-    conf = b.tmpdir / b.CONF_NAME if b.tmpdir is not None else None
-    given: dict[str, str] = {}
-    if conf is not None and conf.exists():
-        for line in conf.read_text().splitlines():
-            key, _, value = line.strip().partition(" ")
-            if key in MOSQUITTO_LATENCY_KEYS:
-                given[key] = value.strip()
-    for key, stock in MOSQUITTO_LATENCY_KEYS.items():
-        settings[key] = given.get(key, f"{stock} (stock)")
-    version = mosquitto_version(b.executable) or "version unknown"
-    return BrokerFacts("mosquitto", version, b.info.redacted_url(), settings)
-
-
-def _amqtt(b: AmqttBroker) -> BrokerFacts:
-    try:
-        version = metadata.version("amqtt")
-    except metadata.PackageNotFoundError:
-        version = "version unknown"
-    settings = {"TCP_NODELAY": "on (set by the harness)", "runs": "in this process, its own thread", "$SYS": "off"}
-    return BrokerFacts("amqtt", version, b.info.redacted_url(), settings)
-
-
 def facts(b: RunningBroker, sys_version: str | None = None) -> BrokerFacts:
     """``sys_version``: what an external broker published on $SYS/broker/version, if it did."""
+    where = b.info.redacted_url()
     if isinstance(b, MosquittoBroker):
-        return _mosquitto(b)
+        version = (mosquitto_version(b.executable) or "version unknown") + (
+            " (tuned)" if b.tuned else " (stock settings)"
+        )
+        return BrokerFacts("mosquitto", version, where, b.latency_settings())
     if isinstance(b, AmqttBroker):
-        return _amqtt(b)
+        try:
+            version = metadata.version("amqtt")
+        except metadata.PackageNotFoundError:
+            version = "version unknown"
+        settings = {**b.latency_settings(), "runs": "embedded, in this process", "$SYS": "off"}
+        return BrokerFacts("amqtt", version, where, settings)
     version = f"says {sys_version!r} on {SYS_VERSION_TOPIC}" if sys_version else "version unknown"
-    return BrokerFacts("external broker", version, b.info.redacted_url(), {"settings": "unknown (not started here)"})
+    return BrokerFacts("external broker", version, where, {"settings": "unknown (not started here)"})
 
 
 def sys_version(client: HostMqtt, timeout: float = 1.0) -> str | None:
