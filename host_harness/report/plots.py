@@ -20,6 +20,7 @@ STANDARD_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
 METRIC_PERCENTILE = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 HOP_COLORS = ("#9e9e9e", "#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52")
+LIMIT_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}  # readable over a dark bar
 
 
 def supported_percentile(n: int) -> float:
@@ -119,7 +120,7 @@ def plot_percentiles(path: Path, runs: list[JourneyRun], budget: Budget | None =
     ax.set_xlabel("percentile (each line stops where its sample count does: p(1 - 1/n))")
     ax.set_title("Light journey latency by percentile, with the budget (dashed, ▼ where it is checked)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")  # the upper left holds the slow start of a slow journey
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -184,6 +185,7 @@ def _waterfall_panel(ax: Any, r: JourneyRun, jb: JourneyBudget) -> None:
                 textcoords="offset points",
                 fontsize=7,
                 color="#b00020",
+                bbox=LIMIT_BOX,
             )
         _figures(ax, y, s.p50, s.p99)
         right_edge = max(right_edge, left + s.p99)
@@ -204,6 +206,7 @@ def _waterfall_panel(ax: Any, r: JourneyRun, jb: JourneyBudget) -> None:
                 textcoords="offset points",
                 fontsize=7,
                 color="#b00020",
+                bbox=LIMIT_BOX,
             )
             right_edge = max(right_edge, lim)
     ax.set_yticks(range(len(rows)))
