@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
+from host_harness import children
 from host_harness.broker.info import KIND_MOSQUITTO, LOOPBACK, BrokerInfo
 from host_harness.broker.running import START_TIMEOUT, STOP_TIMEOUT, RunningBroker, free_port, wait_for_listen
 
@@ -301,7 +302,7 @@ class MosquittoBroker(RunningBroker):
         log_offset = _file_size(tmpdir / self.LOG_NAME)
         out_offset = _file_size(tmpdir / self.OUTPUT_NAME)
         with (tmpdir / self.OUTPUT_NAME).open("ab") as out:
-            proc = subprocess.Popen(
+            proc = children.spawn(
                 [self.executable, "-c", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from host_harness.cli.help import HelpFormatter, device_option, example
+
 
 def _flash(args: argparse.Namespace) -> int:
     from host_harness.image.flash import flash
 
     flash(
-        args.port,
+        args.device,
         args.firmware,
         chip=args.chip,
         erase=args.erase,
@@ -19,7 +21,7 @@ def _flash(args: argparse.Namespace) -> int:
         connect_attempts=args.connect_attempts,
         timeout=args.timeout,
     )
-    print(f"flashed; next: python -m host_harness deploy --port {args.port} --board BOARD --config CONFIG.json")
+    print(f"flashed; next: lightctl deploy --device {args.device} --board BOARD --config CONFIG.json")
     return 0
 
 
@@ -28,7 +30,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     config = load_config(args.config) if args.config else None
     deploy(
-        args.port,
+        args.device,
         args.board,
         config,
         use_mpy=not args.no_mpy,
@@ -48,8 +50,15 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def add_flash_parser(sub: Any) -> None:
-    p = sub.add_parser("flash", help="write a MicroPython image to an ESP32 board with esptool")
-    p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
+    p = sub.add_parser(
+        "flash",
+        help="write a MicroPython image to an ESP32 board with esptool",
+        description="Write a MicroPython image to an ESP32 board with esptool (the board's chip is checked "
+        "against the image's); then deploy the firmware with `deploy`.",
+        epilog=example("lightctl flash --device /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.24.1.bin --erase"),
+        formatter_class=HelpFormatter,
+    )
+    device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
     p.add_argument("--firmware", required=True, metavar="FILE.bin", help="MicroPython image for the board's chip")
     p.add_argument("--chip", default="auto", help="esp32, esp32s3, esp32c3, ... (default: auto-detect)")
     p.add_argument("--erase", action="store_true", help="erase the whole flash first (the filesystem too)")
@@ -63,8 +72,15 @@ def add_flash_parser(sub: Any) -> None:
 
 
 def add_deploy_parser(sub: Any) -> None:
-    p = sub.add_parser("deploy", help="copy the firmware, board and config to a board (only what changed), reset")
-    p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
+    p = sub.add_parser(
+        "deploy",
+        help="copy the firmware, board and config to a board (only what changed), reset",
+        description="Copy the firmware (precompiled with mpy-cross), the board definition and a device config "
+        "to a board running MicroPython, only the files that changed, then reset it and wait for it to boot.",
+        epilog=example("lightctl deploy --device /dev/ttyUSB0 --board esp32-devkitc --config device.json"),
+        formatter_class=HelpFormatter,
+    )
+    device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
     p.add_argument("--board", required=True, help="board name from boards/ (or a board JSON file)")
     p.add_argument("--config", default=None, metavar="FILE", help="device config JSON (Wi-Fi, MQTT, device_id)")
     p.add_argument("--no-mpy", action="store_true", help="deploy .py sources, not .mpy precompiled by mpy-cross")
@@ -76,8 +92,15 @@ def add_deploy_parser(sub: Any) -> None:
 
 
 def add_monitor_parser(sub: Any) -> None:
-    p = sub.add_parser("monitor", help="print a device's event stream, one readable line per event")
-    p.add_argument("--port", required=True, help="serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
+    p = sub.add_parser(
+        "monitor",
+        help="print a device's event stream, one readable line per event",
+        description="Print a device's event stream, one readable line per event, with the device's own "
+        "durations (command received -> pin written -> report sent); console noise is shown dimmed.",
+        epilog=example("lightctl monitor --device /dev/ttyUSB0 --seconds 60"),
+        formatter_class=HelpFormatter,
+    )
+    device_option(p, "serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
     p.add_argument("--board", default=None, help="board name from boards/ (shown in the header)")
     p.add_argument("--count", type=int, default=None, help="stop after this many events")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")

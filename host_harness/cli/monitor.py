@@ -51,7 +51,11 @@ class Formatter:
         kind = ev.get("ev")
         g = ev.get
         parts: list[str] = []
-        if kind == "change":
+        if kind == "change" and g("dup"):
+            # The device answers a command id it has seen with that command's
+            # event again: its times are the original's, so no durations.
+            parts = [f"repeat of {g('id')} (seq {g('seq')}, not applied again)", f"src={g('src')}"]
+        elif kind == "change":
             parts = [f"#{g('seq')}", f"{g('state')} {g('brightness')}", f"src={g('src')}", f"id={g('id')}"]
             for label, a, b in (("rx→pin", "t_pin", "t_rx"), ("rx→tx", "t_tx", "t_rx")):
                 d = self._d(g(a), g(b))
@@ -75,6 +79,8 @@ class Formatter:
             ]
             if kind == "info":
                 parts += [f"platform={g('platform')}", f"mqtt={g('mqtt')}", f"mem_free={g('mem_free')}"]
+        elif kind == "ack" and g("op") == "press":
+            parts = [f"press queued  id={g('id')}"]
         elif kind == "error":
             parts = [f"{g('code')}: {g('msg')}"] + ([f"id={g('id')}"] if g("id") else [])
         elif kind in ("mqtt", "wifi"):
@@ -179,7 +185,7 @@ def monitor(
 def run(args: Any) -> int:
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     monitor(
-        args.port,
+        args.device,
         args.board,
         count=args.count,
         seconds=args.seconds,

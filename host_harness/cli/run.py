@@ -12,7 +12,8 @@ from host_harness.broker import facts as broker_facts
 from host_harness.broker.info import BrokerInfo
 from host_harness.broker.running import ExternalBroker
 from host_harness.broker.start import start_broker
-from host_harness.cli import validate
+from host_harness.cli import signals, validate
+from host_harness.cli.help import HelpFormatter, device_option, example
 from host_harness.core import budgets
 from host_harness.core.results import JourneyRun
 from host_harness.dut.device import Device, open_device
@@ -26,7 +27,12 @@ from host_harness.report import write as report
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="unix", help="'unix' (default: spawn the Unix port) or a pyserial URL")
+    device_option(
+        p,
+        "'unix' (default: spawn the Unix port) or the device's serial port (/dev/ttyUSB0, rfc2217://...)",
+        required=False,
+        default="unix",
+    )
     p.add_argument(
         "--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc for a serial URL)"
     )
@@ -66,9 +72,16 @@ def board_for(args: argparse.Namespace) -> str:
 
 
 def measure(
-    dev: Device, mq: HostMqtt | None, kinds: list[str], args: argparse.Namespace, meta: dict[str, Any] | None = None
+    dev: Device,
+    mq: HostMqtt | None,
+    kinds: list[str],
+    args: argparse.Namespace,
+    meta: dict[str, Any] | None = None,
+    runs: list[JourneyRun] | None = None,
 ) -> list[JourneyRun]:
-    """The journeys of each kind; ``meta`` (if given) gets the clock sync's facts."""
+    """The journeys of each kind; ``meta`` (if given) gets the clock sync's facts. Each kind's run is
+    appended to ``runs`` as it starts, so an interruption keeps what was measured."""
+    runs = runs if runs is not None else []
     js = Journeys(dev, mq, timeout=args.timeout)
     clock, clock_note = clock_for(dev, mq)
     print(f"clock: {clock_note}")
@@ -76,18 +89,21 @@ def measure(
     for i in range(args.warmup):
         st, br = command_for(i, rng)
         (js.via_mqtt if mq is not None else js.via_serial)(st, br)
-    runs = []
     for n_kind, kind in enumerate(kinds):
         if n_kind:
             clock.resync()  # a long run drifts: top the sync up between phases
         n = args.count if kind != "button" else max(1, min(args.count, args.button_count))
         bar = Progress(n, f"{kind:>6} journeys")
-        if kind == "mqtt" and args.rate:
-            run = open_loop_mqtt(js, args.rate, n, clock, args.seed, bar)
-        else:
-            run = closed_loop(js, kind, n, clock, args.seed, bar)
-        bar.close()
+        open_loop = kind == "mqtt" and args.rate
+        run = JourneyRun(kind, f"open@{args.rate:g}/s" if open_loop else "closed")
         runs.append(run)
+        try:
+            if open_loop:
+                open_loop_mqtt(js, args.rate, n, clock, args.seed, bar, into=run)
+            else:
+                closed_loop(js, kind, n, clock, args.seed, bar, into=run)
+        finally:
+            bar.close()
     print(f"clock after the run: {clock.describe()}")
     if meta is not None:
         meta.update(facts.clock(clock))
@@ -102,6 +118,50 @@ def run(args: argparse.Namespace) -> int:
         "run started": facts.iso_now(),
         "board": f"{bdef.get('name')}: {bdef.get('description', '')}",
     }
+    runs: list[JourneyRun] = []
+    try:
+        _measure_on_device(args, checked, meta, runs)
+    except signals.Interrupted as stop:
+        note = f"(incomplete: interrupted by {stop.name})"
+        print(f"\n{note}: results measured so far")
+        print(f"\nbudget: {budget.source}")
+        verdicts = [budgets.evaluate(r, budget.for_kind(r.kind)) for r in runs]
+        for r, v in zip(runs, verdicts, strict=True):
+            _print_run(r, v, note)
+        if not runs:
+            print("nothing measured")
+        print(f"\nverdict: none {note}")
+        if runs:
+            meta["incomplete"] = note.strip("()")
+            _write_files(args, meta, budget, runs, verdicts)
+        return stop.exit_code
+    print(f"\nbudget: {budget.source}")
+    verdicts = []
+    for r in runs:
+        v = budgets.evaluate(r, budget.for_kind(r.kind))
+        verdicts.append(v)
+        _print_run(r, v)
+    ok = all(v.ok for v in verdicts)
+    print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
+    _write_files(args, meta, budget, runs, verdicts)
+    return 0 if ok else 1
+
+
+def _print_run(r: JourneyRun, v: budgets.Verdict, note: str = "") -> None:
+    print(
+        f"\n{r.kind} journeys ({r.schedule}): {len(r.journeys)} confirmed, {len(r.lost)} lost, "
+        f"{len(r.duplicated)} duplicated, {len(r.errors)} refused" + (f" {note}" if note else "")
+    )
+    print(v.message())
+    for msg in r.lost[:3]:
+        print(f"  lost: {msg}")
+
+
+def _measure_on_device(
+    args: argparse.Namespace, checked: validate.Checked, meta: dict[str, Any], runs: list[JourneyRun]
+) -> None:
+    """Start the broker and the device, measure into ``runs``, stop them (also when interrupted)."""
+    kinds, board_name = checked.kinds, checked.board_name
     broker_cm: Any = start_broker(args.broker) if checked.needs_mqtt or args.broker else nullcontext(None)
     with broker_cm as broker:
         print(f"broker: {broker.describe() if broker else 'none (serial journeys only)'}")
@@ -130,26 +190,21 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     said = broker_facts.sys_version(mq) if isinstance(broker, ExternalBroker) and mq else None
                     meta.update(facts.broker(broker_facts.facts(broker, said)))
-                runs = measure(dev, mq, kinds, args, meta)
+                measure(dev, mq, kinds, args, meta, runs)
             finally:
                 if mq is not None:
                     mq.close()
         finally:
             dev.close()
-    print(f"\nbudget: {budget.source}")
-    verdicts = []
-    for r in runs:
-        v = budgets.evaluate(r, budget.for_kind(r.kind))
-        verdicts.append(v)
-        print(
-            f"\n{r.kind} journeys ({r.schedule}): {len(r.journeys)} confirmed, {len(r.lost)} lost, "
-            f"{len(r.duplicated)} duplicated, {len(r.errors)} refused"
-        )
-        print(v.message())
-        for msg in r.lost[:3]:
-            print(f"  lost: {msg}")
-    ok = all(v.ok for v in verdicts)
-    print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
+
+
+def _write_files(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    budget: budgets.Budget,
+    runs: list[JourneyRun],
+    verdicts: list[budgets.Verdict],
+) -> None:
     meta["budget"] = budget.source
     if args.json:
         import json
@@ -176,11 +231,21 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         d = report.write(args.report, runs, verdicts, meta, budget)
         print(f"report: {d}/index.html")
-    return 0 if ok else 1
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="measure light journeys against the latency budget")
+    p = sub.add_parser(
+        "run",
+        help="measure light journeys against the latency budget",
+        description="Measure light journeys (a command over MQTT or serial, or a button press, until the "
+        "device confirms it) on a Unix-port device or a real board, split each into hops, and check them "
+        "against the board's latency budget. Ctrl-C prints what was measured so far.",
+        epilog=example(
+            "lightctl run --count 100                       # Unix-port device, mosquitto started for it",
+            "lightctl run --device /dev/ttyUSB0 --board esp32-devkitc --broker mqtt://192.168.1.10",
+        ),
+        formatter_class=HelpFormatter,
+    )
     add_common_options(p)
     p.add_argument("--journeys", default="mqtt,serial,button", help="kinds to run (default mqtt,serial,button)")
     p.add_argument("--count", type=int, default=200, help="journeys per kind (default 200)")

@@ -10,6 +10,7 @@ from typing import Any
 
 from host_harness.broker.start import start_broker
 from host_harness.cli import validate
+from host_harness.cli.help import HelpFormatter, example
 from host_harness.cli.run import add_common_options, board_for, tls_options
 from host_harness.core.events import Event
 from host_harness.dut.device import open_device
@@ -51,7 +52,14 @@ def _line(ev: Event) -> str:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("sim", help="run a Unix-port device on a broker for poking with any MQTT client")
+    p = sub.add_parser(
+        "sim",
+        help="run a Unix-port device on a broker for poking with any MQTT client",
+        description="Run the firmware on the MicroPython Unix port, connected to a broker (mosquitto started "
+        "for it by default), and print its events until Ctrl-C; poke it with mosquitto_pub or any MQTT client.",
+        epilog=example("lightctl sim --broker mqtt://127.0.0.1:1883 --device-id light-1"),
+        formatter_class=HelpFormatter,
+    )
     add_common_options(p)
     p.add_argument("--device-id", default="light-1", help="device id (topic lightctl/<id>/...)")
     p.set_defaults(func=run)

@@ -213,8 +213,8 @@ def open_device(
     if spec == "unix":
         cfg = unix_config(bdef, broker, device_id, keepalive=keepalive, extra=config)
         unix = UnixDevice(cfg, micropython, heapsize, precompile, workdir=workdir)
-        port = unix.start()
         try:
+            port = unix.start()
             dev = Device(SerialLink(port, name="unix device"), bdef, unix)
             dev.wait_boot()
         except BaseException:

@@ -19,6 +19,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from host_harness import children
 from host_harness.image import firmware_build
 from host_harness.paths import FIRMWARE_DIR, installed_script, script_dirs
 
@@ -103,7 +104,7 @@ class UnixDevice:
         cmd += ["-i", str(self.firmware_dir / "main.py")]
         env = dict(os.environ, LIGHTCTL_CONFIG=str(self.config_path))
         try:
-            self.proc = subprocess.Popen(
+            self.proc = children.spawn(
                 cmd,
                 stdin=master,
                 stdout=master,

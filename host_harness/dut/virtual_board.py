@@ -12,6 +12,7 @@ import threading
 import tty
 from pathlib import Path
 
+from host_harness import children
 from host_harness.dut.unix_device import find_micropython
 
 
@@ -58,7 +59,7 @@ class VirtualBoard:
         if (self.workdir / "main.py").exists():
             cmd.append("main.py")
         env = {k: v for k, v in os.environ.items() if k != "LIGHTCTL_CONFIG"}
-        self.proc = subprocess.Popen(
+        self.proc = children.spawn(
             cmd,
             stdin=self._master,
             stdout=self._master,

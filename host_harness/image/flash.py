@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from host_harness import children
 from host_harness.image.ports import DeployError, check_port_exists, check_port_free
 
 ESP_IMAGE_MAGIC = 0xE9
@@ -176,7 +177,7 @@ def flash(
     out.write(f"flash: {what} at 0x{offset:x} on {port}{', erasing first' if erase else ''}\n".encode())
     out.flush()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = children.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     except OSError as e:
         raise FlashError(f"cannot run esptool: {e}") from e
     tail = _pump(proc, out, timeout).decode("utf-8", "replace")

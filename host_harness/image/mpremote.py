@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from host_harness import children
 from host_harness.image.ports import DeployError
 
 
@@ -15,7 +16,7 @@ def mpremote(port: str, *args: str, timeout: float = 60.0) -> subprocess.Complet
     """``mpremote connect PORT resume ARGS``: no soft reset, so the Unix port works too."""
     cmd = [sys.executable, "-m", "mpremote", "connect", port, "resume", *args]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return children.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise DeployError(f"mpremote on {port} did not finish within {timeout:g} s ({' '.join(args[:2])})") from e
 

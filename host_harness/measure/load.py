@@ -39,9 +39,16 @@ def command_for(i: int, rng: random.Random) -> tuple[str | None, int | None]:
 
 
 def closed_loop(
-    js: Journeys, kind: str, count: int, clock: ClockMap, seed: int = 1, progress: Progress | None = None
+    js: Journeys,
+    kind: str,
+    count: int,
+    clock: ClockMap,
+    seed: int = 1,
+    progress: Progress | None = None,
+    into: JourneyRun | None = None,
 ) -> JourneyRun:
-    run = JourneyRun(kind, "closed")
+    """``into``: the run to fill (the caller keeps what was measured if the loop is interrupted)."""
+    run = into if into is not None else JourneyRun(kind, "closed")
     rng = random.Random(seed)
     for i in range(count):
         st, br = command_for(i, rng)
@@ -76,13 +83,14 @@ def open_loop_mqtt(
     seed: int = 1,
     progress: Progress | None = None,
     settle_s: float | None = None,
+    into: JourneyRun | None = None,
 ) -> JourneyRun:
-    """MQTT commands at ``rate`` per second, confirmations matched by id."""
+    """MQTT commands at ``rate`` per second, confirmations matched by id (``into``: see closed_loop)."""
     if rate <= 0:
         raise ValueError("rate must be > 0")
     mq = js._need_mqtt()
     rng = random.Random(seed)
-    run = JourneyRun("mqtt", f"open@{rate:g}/s")
+    run = into if into is not None else JourneyRun("mqtt", f"open@{rate:g}/s")
     state_t, set_t = js.topic("state"), js.topic("set")
     since = mq.log.cursor
     sent: dict[str, tuple[int, int]] = {}
