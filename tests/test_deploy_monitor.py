@@ -304,6 +304,29 @@ def test_monitor_prefixes_console_noise_and_stops_on_ctrl_c(unix_port: str) -> N
             p.wait(timeout=10)
 
 
+def test_monitor_shows_a_repeated_command_as_a_repeat_and_a_press_with_its_id(unix_port: str) -> None:
+    p, out = monitor(unix_port, "--seconds", "30")
+    try:
+        out.wait_for(r"^monitor ")
+        cmd = b'{"op":"set","id":"mon-rep","state":"ON","brightness":7}\n'
+        write_line(unix_port, cmd)
+        first = out.wait_for(r"\bchange\b.*mon-rep")
+        write_line(unix_port, cmd)  # the same id again: the device answers, does not apply it
+        again = out.wait_for(r"\bchange\b.*mon-rep")
+        write_line(unix_port, b'{"op":"press","id":"mon-press"}\n')
+        press = out.wait_for(r"\back\b")
+        toggle = out.wait_for(r"\bchange\b.*src=button")
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    seq = re.search(r"#(\d+)", first)
+    assert seq, first
+    assert re.search(rf"change  repeat of mon-rep \(seq {seq.group(1)}, not applied again\)", again), again
+    assert "rx→" not in again, again  # the original's times, not a new duration
+    assert re.search(r"ack     press queued  id=mon-press$", press), press
+    assert re.search(r"id=button-", toggle), toggle
+
+
 # -- flash (no ESP32 here: argument handling and failures) ------------------
 def esp_image(path: Path, chip_id: int) -> Path:
     """The first bytes of an ESP-IDF image (extended header) for chip ``chip_id``."""

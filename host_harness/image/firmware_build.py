@@ -96,9 +96,7 @@ def _compile_into(cmd: list[str], files: list[Path], tmp: Path) -> None:
             continue
         out_file = tmp / (p.stem + ".mpy")
         # -s: tracebacks on the device name the module, not a path on this host
-        r = children.run(
-            [*cmd, "-s", p.name, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60
-        )
+        r = children.run([*cmd, "-s", p.name, "-o", str(out_file), str(p)], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise BuildError(f"mpy-cross failed on {p.name}: {r.stderr.strip()}")
     (tmp / ".complete").write_text("ok\n")
