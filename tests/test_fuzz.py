@@ -40,6 +40,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from host_harness import children
 from host_harness.core.events import Event, WaitTimeout
 from host_harness.core.ids import IdMaker
 from host_harness.dut.device import Device
@@ -142,7 +143,7 @@ class MicroPythonJson:
     """json.loads in a MicroPython interpreter, described back key by key."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = children.spawn(
             [find_micropython(), "-c", MP_JSON], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
         )
         atexit.register(self.proc.kill)

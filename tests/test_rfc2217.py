@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from host_harness import children
 from host_harness.broker.running import RunningBroker
 from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device, unix_config
@@ -59,7 +60,7 @@ class Ser2net:
         )
         self.log = workdir / "ser2net.log"
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
+            self.proc = children.spawn(
                 [str(SER2NET), "-n", "-d", "-c", str(conf), "-P", str(workdir / "ser2net.pid")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
