@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from host_harness import children
 from host_harness.broker.running import RunningBroker
 from host_harness.broker.start import start_broker
 from host_harness.core.events import Event
@@ -275,3 +276,16 @@ def test_run_interrupted_prints_what_it_measured_and_leaves_nothing(
             assert "Traceback" not in err, err
     finally:
         lc.close()
+
+
+# -- the kernel's rule behind it -------------------------------------------------
+def test_a_child_dies_with_the_thread_that_spawned_it() -> None:
+    """PR_SET_PDEATHSIG follows the forking thread: long-lived children must come from a long-lived thread."""
+    if not children.DIES_WITH_PARENT:
+        pytest.skip("no PR_SET_PDEATHSIG here")
+    box: list[subprocess.Popen[bytes]] = []
+    t = threading.Thread(target=lambda: box.append(children.spawn(["sleep", "60"])))
+    t.start()
+    t.join(timeout=10)
+    assert box, "the thread spawned nothing"
+    assert box[0].wait(timeout=10) == -signal.SIGKILL
