@@ -35,6 +35,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import CallbackAPIVersion
 
+from host_harness import children
 from host_harness.broker.info import BrokerInfo
 from host_harness.broker.start import start_broker
 from host_harness.core import latency
@@ -75,7 +76,7 @@ def naive_light(info: BrokerInfo, base: str, heapsize: str) -> Iterator[None]:
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps({"id": "naive", "host": info.host, "port": info.port, "base": base}))
         env = dict(os.environ, MICROPYPATH=f"{lib}:.frozen")
-        proc = subprocess.Popen(
+        proc = children.spawn(
             [find_micropython(), "-X", f"heapsize={heapsize}", str(NAIVE), str(cfg)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
         )
