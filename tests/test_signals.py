@@ -10,6 +10,7 @@ last will: the device's connection really closed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -256,10 +257,13 @@ def test_sim_with_its_own_broker_leaves_no_process_and_no_folder(case: str) -> N
 # -- run -----------------------------------------------------------------------
 @pytest.mark.parametrize("case", list(CASES))
 def test_run_interrupted_prints_what_it_measured_and_leaves_nothing(
-    case: str, broker: RunningBroker, availability: HostMqtt
+    case: str, broker: RunningBroker, availability: HostMqtt, tmp_path: Path
 ) -> None:
     url = f"mqtt://{broker.info.host}:{broker.info.port}"
-    lc = Lightctl("run", "--broker", url, "--journeys", "mqtt", "--count", "1000000", "--warmup", "0")
+    raw = tmp_path / "journeys.json"
+    lc = Lightctl(
+        "run", "--broker", url, "--journeys", "mqtt", "--count", "1000000", "--warmup", "0", "--json", str(raw)
+    )
     try:
         online = wait_online(availability)
         lc.err.wait_for(r"mqtt journeys: \d+/")  # measuring
@@ -274,6 +278,9 @@ def test_run_interrupted_prints_what_it_measured_and_leaves_nothing(
             assert f"incomplete: interrupted by {sig.name}" in out, out
             assert re.search(r"mqtt journeys \(closed\): [1-9]\d* confirmed", out), out
             assert "Traceback" not in err, err
+            data = json.loads(raw.read_text())  # the raw timings of what was measured, marked too
+            assert data["meta"]["incomplete"] == f"incomplete: interrupted by {sig.name}"
+            assert data["runs"][0]["confirmed"] > 0
     finally:
         lc.close()
 
