@@ -201,8 +201,10 @@ def _payload(e: Event) -> object:
     return e.data.get("payload")
 
 
-def wait_online(mq: HostMqtt) -> Event:
-    return mq.log.wait_for(lambda e: _payload(e) == "online", UP_TIMEOUT, "a device's availability 'online'")
+def wait_online(mq: HostMqtt, device_id: str) -> Event:
+    # By id: on a shared machine another program's device may find this broker's port.
+    topic = f"lightctl/{device_id}/availability"
+    return mq.log.wait_for(lambda e: e.topic == topic and _payload(e) == "online", UP_TIMEOUT, f"'online' on {topic}")
 
 
 def assert_last_will(mq: HostMqtt, online: Event) -> None:
@@ -220,10 +222,11 @@ def test_sim_leaves_nothing_and_the_broker_sends_the_last_will(
     case: str, broker: RunningBroker, availability: HostMqtt
 ) -> None:
     url = f"mqtt://{broker.info.host}:{broker.info.port}"
-    lc = Lightctl("sim", "--broker", url, "--device-id", f"sig-{os.getpid()}")
+    device_id = f"sig-{os.getpid()}"
+    lc = Lightctl("sim", "--broker", url, "--device-id", device_id)
     try:
         lc.out.wait_for(r"device events follow")
-        online = wait_online(availability)
+        online = wait_online(availability, device_id)
         started = lc.record()
         code = lc.stop_with(CASES[case])
         wait_all_gone(started)
@@ -265,7 +268,8 @@ def test_run_interrupted_prints_what_it_measured_and_leaves_nothing(
         "run", "--broker", url, "--journeys", "mqtt", "--count", "1000000", "--warmup", "0", "--json", str(raw)
     )
     try:
-        online = wait_online(availability)
+        device_id = re.search(r", id (\S+),", lc.out.wait_for(r"^device: ")).group(1)  # type: ignore[union-attr]
+        online = wait_online(availability, device_id)
         lc.err.wait_for(r"mqtt journeys: \d+/")  # measuring
         started = lc.record()
         code = lc.stop_with(CASES[case])
