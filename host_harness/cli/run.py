@@ -112,7 +112,7 @@ def measure(
 
 def run(args: argparse.Namespace) -> int:
     checked = validate.run_options(args)  # every option, file and key, before anything starts
-    kinds, board_name, bdef, budget = checked.kinds, checked.board_name, checked.board, checked.budget
+    bdef, budget = checked.board, checked.budget
     # Serial journeys need no broker: none is started unless one is asked for, and none is waited for.
     meta: dict[str, Any] = {
         "run started": facts.iso_now(),
