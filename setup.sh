@@ -6,15 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # ser2net: the remote-serial (RFC 2217) test exports a device's pty with it.
+# nftables, iputils-ping: packet-level links (--link; loss with nft, pings to measure them).
 if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } \
-    || { ! command -v ser2net >/dev/null && [ ! -x /usr/sbin/ser2net ]; }; then
+    || { ! command -v ser2net >/dev/null && [ ! -x /usr/sbin/ser2net ]; } \
+    || { [ "$(id -u)" -eq 0 ] && { ! command -v nft >/dev/null || ! command -v ping >/dev/null; }; }; then
     if command -v apt-get >/dev/null; then
         SUDO=""
         [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
         if $SUDO true 2>/dev/null; then
-            echo "installing mosquitto and ser2net (apt-get)"
+            echo "installing mosquitto, ser2net, nftables and ping (apt-get)"
             $SUDO apt-get update -qq
-            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients ser2net >/dev/null
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients ser2net \
+                nftables iputils-ping iproute2 >/dev/null
         else
             echo "note: no root: the harness will embed the amqtt broker instead of mosquitto"
         fi

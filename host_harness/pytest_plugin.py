@@ -11,10 +11,14 @@ Options (all prefixed, so they cannot clash with other plugins' --port/--board):
   --lightctl-budget FILE       a latency budget TOML laid over the board's, limit by limit
   --lightctl-timeout SECONDS   wait for each confirmation (default 5)
 
+  --lightctl-link NAME         put the Unix-port device behind a packet-level link (root;
+                               lan, wifi-near, wifi-wall, wifi-lossy, wifi-powersave);
+                               without the privileges its tests are skipped with the reason
+
 A bad board or budget file is one usage error at start-up (exit code 4).
 
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
-``device_factory``, ``mqtt`` (a connected host client), ``journey``,
+``device_factory``, ``mqtt`` (a connected host client), ``journey``, ``lightctl_link``,
 ``device_clock``, ``latency_budget`` and ``assert_budget``.
 Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port).
 """
@@ -41,6 +45,8 @@ from host_harness.dut.device import Device, open_device
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
+from host_harness.netfault import attach
+from host_harness.netfault.links import Link
 
 
 @dataclass
@@ -52,6 +58,7 @@ class LightctlOptions:
     heapsize: str | None
     timeout: float
     budget: str | None = None
+    link: str | None = None
     devices: list[str] = field(default_factory=list)  # every --device given; ``device`` is this worker's
 
     @property
@@ -74,6 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--lightctl-micropython", default=None, help="MicroPython Unix-port executable")
     g.addoption("--lightctl-heapsize", default="64k", help="Unix-port heap size (default 64k)")
     g.addoption("--lightctl-budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
+    g.addoption("--lightctl-link", default=None, metavar="NAME", help="put the device behind a link profile (root)")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
 
 
@@ -90,9 +98,14 @@ def _check_options(config: pytest.Config) -> None:
         bdef = boards.load(o.board)
     except ValueError as e:
         raise pytest.UsageError(f"--lightctl-board {o.board}: {e}") from None
+    if o.link is not None:
+        try:
+            attach.profile(o.link)
+        except ValueError as e:
+            raise pytest.UsageError(f"--lightctl-link: {e}") from None
     if o.budget is not None:
         try:
-            budgets.for_board(bdef, o.budget)
+            budgets.for_board(bdef, o.budget, link=o.link)
         except ValueError as e:
             raise pytest.UsageError(f"--lightctl-budget {e}") from None
 
@@ -115,6 +128,7 @@ def _options(config: pytest.Config) -> LightctlOptions:
         heapsize=config.getoption("--lightctl-heapsize"),
         timeout=float(config.getoption("--lightctl-timeout")),
         budget=config.getoption("--lightctl-budget"),
+        link=config.getoption("--lightctl-link"),
         devices=devices,
     )
 
@@ -128,7 +142,7 @@ def pytest_report_header(config: pytest.Config) -> str:
             broker = parse_broker_url(broker).redacted_url()
         except ValueError:
             broker = "(unparseable URL)"
-    return f"lightctl: device {dev}, board {o.board}, broker {broker}"
+    return f"lightctl: device {dev}, board {o.board}, broker {broker}" + (f", link {o.link}" if o.link else "")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -146,8 +160,23 @@ def lightctl(pytestconfig: pytest.Config) -> LightctlOptions:
 
 
 @pytest.fixture(scope="session")
-def broker(lightctl: LightctlOptions, pytestconfig: pytest.Config) -> Iterator[RunningBroker]:
-    b = start_broker(lightctl.broker)
+def lightctl_link(lightctl: LightctlOptions) -> Iterator[Link | None]:
+    """The packet-level link the device sits behind (``--lightctl-link``), or None."""
+    if not lightctl.link:
+        yield None
+        return
+    reason = attach.unavailable_reason()
+    if reason:
+        pytest.skip(f"--lightctl-link {lightctl.link}: {reason}")
+    with attach.open_link(lightctl.link) as link:
+        yield link
+
+
+@pytest.fixture(scope="session")
+def broker(
+    lightctl: LightctlOptions, lightctl_link: Link | None, pytestconfig: pytest.Config
+) -> Iterator[RunningBroker]:
+    b = start_broker(lightctl.broker, **attach.broker_options(lightctl_link, lightctl.broker))
     tr = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         tr.write_line(f"lightctl broker: {b.describe()}")
@@ -161,11 +190,16 @@ DeviceFactory = Callable[..., Device]
 
 
 @pytest.fixture
-def device_factory(lightctl: LightctlOptions, broker: RunningBroker) -> Iterator[DeviceFactory]:
+def device_factory(
+    lightctl: LightctlOptions, broker: RunningBroker, lightctl_link: Link | None
+) -> Iterator[DeviceFactory]:
     """Start more devices (Unix port), e.g. with another broker or keepalive."""
     made: list[Device] = []
 
     def make(**kw: Any) -> Device:
+        if lightctl_link is not None and "broker" not in kw and kw.get("spec", lightctl.device) == "unix":
+            kw["broker"] = attach.device_broker(lightctl_link, broker)
+            kw.setdefault("prefix", lightctl_link.prefix())
         kw.setdefault("broker", broker.info)
         kw.setdefault("board", lightctl.board)
         kw.setdefault("micropython", lightctl.micropython)
@@ -198,7 +232,7 @@ def mqtt(broker: RunningBroker) -> Iterator[HostMqtt]:
 @pytest.fixture
 def latency_budget(lightctl: LightctlOptions) -> Budget:
     """The board's latency budget (boards/*.budget.toml), or --lightctl-budget FILE over it."""
-    return budgets.for_board(boards.load(lightctl.board), lightctl.budget)
+    return budgets.for_board(boards.load(lightctl.board), lightctl.budget, link=lightctl.link)
 
 
 @pytest.fixture
@@ -228,7 +262,9 @@ def assert_budget(latency_budget: Budget, request: pytest.FixtureRequest) -> Cal
 
 
 @pytest.fixture
-def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions) -> Journeys:
+def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions, lightctl_link: Link | None) -> Journeys:
     """Journeys against ``device``: ``via_mqtt``, ``via_serial``, ``button``."""
     device.wait_mqtt()
+    if lightctl_link is not None:
+        attach.wait_across(device, mqtt)
     return Journeys(device, mqtt, timeout=lightctl.timeout)

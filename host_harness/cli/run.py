@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import random
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop, command_for, open_loop_mqtt
 from host_harness.measure.progress import Progress
+from host_harness.netfault import attach
 from host_harness.report import facts
 from host_harness.report import write as report
 
@@ -162,12 +163,29 @@ def _measure_on_device(
 ) -> None:
     """Start the broker and the device, measure into ``runs``, stop them (also when interrupted)."""
     kinds, board_name = checked.kinds, checked.board_name
-    broker_cm: Any = start_broker(args.broker) if checked.needs_mqtt or args.broker else nullcontext(None)
-    with broker_cm as broker:
+    link_name = getattr(args, "link", None)
+    with ExitStack() as stack:
+        link = stack.enter_context(attach.open_link(link_name)) if link_name else None
+        if link_name:
+            meta["link"] = link_name
+        broker_cm: Any = (
+            start_broker(args.broker, **attach.broker_options(link, args.broker))
+            if checked.needs_mqtt or args.broker
+            else nullcontext(None)
+        )
+        broker = stack.enter_context(broker_cm)
         print(f"broker: {broker.describe() if broker else 'none (serial journeys only)'}")
+        if link is not None:
+            print(link.describe())
         extra, heap = tls_options(args, broker.info) if broker else (None, args.heapsize)
         dev = open_device(
-            args.device, board_name, broker.info if broker else None, args.micropython, heap, config=extra
+            args.device,
+            board_name,
+            attach.device_broker(link, broker) if broker else None,
+            args.micropython,
+            heap,
+            config=extra,
+            prefix=link.prefix() if link else None,
         )
         try:
             info = dev.info
@@ -184,6 +202,8 @@ def _measure_on_device(
             if any(k in validate.MQTT_KINDS for k in kinds):
                 dev.wait_mqtt()
                 mq = host_client(args, broker.info, "run").connect()
+                if link is not None:
+                    attach.wait_across(dev, mq)
             try:
                 if broker is None:
                     meta["broker"] = "none (serial journeys only)"
@@ -220,6 +240,7 @@ def _write_files(
                             "ok": v.ok,
                             "breaches": [str(b) for b in v.breaches],
                             "blamed": [{"metric": b.metric, "hop": b.hop, "share": b.share} for b in v.blames],
+                            "diagnosis": v.diagnosis,
                         }
                         for v in verdicts
                     ],
@@ -257,6 +278,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML laid over the board's, limit by limit")
     p.add_argument(
         "--no-budget", action="store_true", help="run without a latency budget (a board without one needs this)"
+    )
+    p.add_argument(
+        "--link",
+        default=None,
+        metavar="NAME",
+        choices=list(attach.PROFILES),
+        help=f"put the Unix-port device behind a packet-level link (root): {', '.join(attach.PROFILES)}",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
     p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")

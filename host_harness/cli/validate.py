@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host_harness.broker.info import EMBEDDED_KINDS, BrokerInfo, parse_broker_url
+from host_harness.broker.info import (
+    EMBEDDED_KINDS,
+    KIND_MOSQUITTO,
+    KIND_MOSQUITTO_TUNED,
+    BrokerInfo,
+    parse_broker_url,
+)
 from host_harness.core import budgets
 from host_harness.dut import boards
+from host_harness.netfault import attach
 
 KINDS = budgets.JOURNEY_KINDS
 MQTT_KINDS = ("mqtt", "button")  # journeys that need the broker (a button press is seen on MQTT)
@@ -186,9 +193,23 @@ def budget(args: argparse.Namespace, board_name: str, bdef: dict[str, Any]) -> b
         except ValueError as e:
             raise BadInput(f"--board {board_name}: its budget {e}") from None
     try:
-        return budgets.for_board(bdef, args.budget)
+        return budgets.for_board(bdef, args.budget, link=getattr(args, "link", None))
     except ValueError as e:
         raise BadInput(f"--budget {e}") from None
+
+
+def link(args: argparse.Namespace) -> None:
+    """--link: the Unix port, the harness's own Mosquitto, and the privileges to make a link."""
+    name = getattr(args, "link", None)
+    if not name:
+        return
+    if args.device != "unix":
+        raise BadInput(f"--link {name}: puts the Unix-port device behind a link (--device unix); a board has its own")
+    if args.broker and args.broker.strip().lower() not in (KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED):
+        raise BadInput(f"--link {name}: needs the harness's own Mosquitto (--broker mosquitto or mosquitto-tuned)")
+    reason = attach.unavailable_reason()
+    if reason:
+        raise BadInput(f"--link {name}: {reason}")
 
 
 def broker(args: argparse.Namespace) -> BrokerInfo | None:
@@ -261,6 +282,7 @@ def run_options(args: argparse.Namespace) -> Checked:
     checked = Checked(kinds, name, bdef, budget(args, name, bdef), warnings)
     warn(warnings)
     broker(args)
+    link(args)
     return checked
 
 

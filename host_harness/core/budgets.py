@@ -14,6 +14,12 @@ A budget file::
 Defaults ship in boards/ (named by the board's "budget" key); a user's file
 given with --budget is laid over them limit by limit: what it does not name
 stays the board's.
+
+A run behind a link profile (``--link NAME``) lays a file's
+``[link.NAME.journey.KIND]`` tables over its plain ones, limit by limit.
+
+When a budget breaks, the verdict also says which usual culprit the shape of
+the delays points at, with its fix (see ``core.diagnose``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from host_harness.core.blame import Blame, blame
+from host_harness.core.diagnose import explain
 from host_harness.core.hops import LABELS, covers
 from host_harness.core.results import JourneyRun
 from host_harness.core.table import render
@@ -62,11 +69,19 @@ def _limit(v: Any, where: str, integer: bool = False) -> float:
     return float(v)
 
 
-def _parse(data: dict[str, Any], source: str) -> Budget:
+def _parse(data: dict[str, Any], source: str, links: bool = True) -> Budget:
     b = Budget(source)
-    extra = [k for k in data if k != "journey"]
+    extra = [k for k in data if k != "journey" and not (links and k == "link")]
     if extra:
-        raise ValueError(f"{source}: unknown key {extra[0]!r}; a budget has only [journey.<kind>] tables")
+        raise ValueError(
+            f"{source}: unknown key {extra[0]!r}; a budget has only [journey.<kind>] "
+            + ("and [link.<profile>.journey.<kind>] tables" if links else "tables")
+        )
+    link_tables = data.get("link") or {}
+    if not isinstance(link_tables, dict) or not all(isinstance(v, dict) for v in link_tables.values()):
+        raise ValueError(f"{source}: link must hold tables ([link.<profile>.journey.<kind>])")
+    for name, sub in link_tables.items():
+        _parse(sub, f"{source} [link.{name}]", links=False)
     journeys = data.get("journey") or {}
     if not isinstance(journeys, dict):
         raise ValueError(f"{source}: journey must be a table ([journey.<kind>])")
@@ -134,9 +149,18 @@ def _load_raw(path: str | Path) -> tuple[dict[str, Any], str]:
     return data, source
 
 
-def load_file(path: str | Path) -> Budget:
+def _for_link(data: dict[str, Any], source: str, link: str | None) -> tuple[dict[str, Any], str]:
+    """A file's plain tables, with its [link.<link>] tables laid over them when it has some."""
+    plain = {k: v for k, v in data.items() if k != "link"}
+    sub = (data.get("link") or {}).get(link) if link else None
+    if not sub:
+        return plain, source
+    return _merge(plain, sub), f"{source} [link.{link}]"
+
+
+def load_file(path: str | Path, link: str | None = None) -> Budget:
     data, source = _load_raw(path)
-    return _parse(data, source)
+    return _parse(*_for_link(data, source, link))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -147,16 +171,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def for_board(board: dict[str, Any], override: str | Path | None = None) -> Budget:
+def for_board(board: dict[str, Any], override: str | Path | None = None, link: str | None = None) -> Budget:
     """The board's default budget with a user's file laid over it, limit by limit:
-    a limit the user's file does not name stays the board's."""
+    a limit the user's file does not name stays the board's. ``link``: each
+    file's tables for that link profile laid over its plain ones first."""
     name = board.get("budget")
     if not name and override is None:
         return Budget("(none)")
-    base, base_source = _load_raw(BOARDS_DIR / name) if name else ({}, "(none)")
+    base, base_source = _for_link(*_load_raw(BOARDS_DIR / name), link) if name else ({}, "(none)")
     if override is None:
         return _parse(base, base_source)
-    user, user_source = _load_raw(override)
+    user, user_source = _for_link(*_load_raw(override), link)
     return _parse(_merge(base, user), f"{user_source} over {base_source}")
 
 
@@ -184,6 +209,7 @@ class Verdict:
     breaches: list[Breach]
     waterfall: str
     blames: list[Blame] = field(default_factory=list)  # the hop behind each broken end-to-end percentile
+    diagnosis: list[str] = field(default_factory=list)  # culprits recognised in a broken budget's delays
 
     @property
     def ok(self) -> bool:
@@ -191,7 +217,10 @@ class Verdict:
 
     def message(self) -> str:
         head = f"{self.kind} journey: budget {'kept' if self.ok else 'BROKEN: ' + '; '.join(map(str, self.breaches))}"
-        return head + "\n" + self.waterfall
+        text = head + "\n" + self.waterfall
+        for line in self.diagnosis:
+            text += f"\n  diagnosis: {line}"
+        return text
 
 
 def evaluate(run: JourneyRun, jb: JourneyBudget) -> Verdict:
@@ -212,7 +241,19 @@ def evaluate(run: JourneyRun, jb: JourneyBudget) -> Verdict:
     if len(run.duplicated) > jb.duplicated:
         breaches.append(Breach("total", "duplicated", jb.duplicated, len(run.duplicated)))
     blames = [b for b in (blame(run, x.metric) for x in breaches if x.scope == "total") if b is not None]
-    return Verdict(run.kind, breaches, waterfall(run, jb, breaches, blames), blames)
+    return Verdict(run.kind, breaches, waterfall(run, jb, breaches, blames), blames, diagnose_breaches(run, breaches))
+
+
+def diagnose_breaches(run: JourneyRun, breaches: list[Breach]) -> list[str]:
+    """For each broken scope (a hop, or end to end), the culprits its samples' shape points at."""
+    out: list[str] = []
+    for scope in dict.fromkeys(b.scope for b in breaches if b.metric not in ("lost", "duplicated", "confirmed")):
+        if scope == "total":
+            samples, where = [j.e2e_ms for j in run.journeys], "end-to-end"
+        else:
+            samples, where = [ht.hops[scope] for ht in run.hop_times], scope
+        out += [f"{where}: {line}" for line in explain(samples)]
+    return out
 
 
 def waterfall(

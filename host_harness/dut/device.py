@@ -203,16 +203,18 @@ def open_device(
     precompile: bool = True,
     config: dict[str, Any] | None = None,
     workdir: str | Path | None = None,
+    prefix: list[str] | None = None,
 ) -> Device:
     """Start (``unix``) or attach to (a pyserial URL) a device, ready to use.
 
     ``config``: extra device options (see :func:`unix_config`); ``workdir``:
-    the Unix-port device's working directory (its flash), kept after it stops.
+    the Unix-port device's working directory (its flash), kept after it stops;
+    ``prefix``: a command to run the Unix port under (``ip netns exec NS``).
     """
     bdef = boards.load(board)
     if spec == "unix":
         cfg = unix_config(bdef, broker, device_id, keepalive=keepalive, extra=config)
-        unix = UnixDevice(cfg, micropython, heapsize, precompile, workdir=workdir)
+        unix = UnixDevice(cfg, micropython, heapsize, precompile, workdir=workdir, prefix=prefix)
         try:
             port = unix.start()
             dev = Device(SerialLink(port, name="unix device"), bdef, unix)

@@ -61,10 +61,13 @@ class UnixDevice:
         heapsize: str | None = "64k",
         precompile: bool = True,
         workdir: str | Path | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         """``workdir``: the device's working directory (its flash: state.json);
-        a given one is kept by cleanup(), a temporary one is removed."""
+        a given one is kept by cleanup(), a temporary one is removed. ``prefix``:
+        a command the interpreter runs under, e.g. ``ip netns exec NS`` (it must exec it)."""
         self.config = config
+        self.prefix = list(prefix or [])
         self.micropython = find_micropython(micropython)
         self.heapsize = heapsize
         self.precompile = precompile
@@ -98,7 +101,7 @@ class UnixDevice:
         master, slave = pty.openpty()
         tty.setraw(slave)  # no echo, no line editing: a plain serial line
         self.port = os.ttyname(slave)
-        cmd = [self.micropython]
+        cmd = [*self.prefix, self.micropython]
         if self.heapsize:
             cmd += ["-X", f"heapsize={self.heapsize}"]
         cmd += ["-i", str(self.firmware_dir / "main.py")]

@@ -1,0 +1,82 @@
+"""Put a run behind a packet-level link: the broker listens on the link, the device sits behind it.
+
+The harness's Mosquitto keeps its loopback listener (the host's clients use
+it) and gets a second listener on the link's broker-side address; the
+Unix-port device runs inside the link's device namespace and is configured
+with that address. Used by ``lightctl run --link``, the pytest plugin's
+``--lightctl-link`` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host_harness.broker.info import KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED, BrokerInfo
+from host_harness.broker.mosquitto import find_mosquitto
+from host_harness.broker.running import RunningBroker, free_port
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+
+from .links import PROFILES, Link, LinkError, profile, unavailable_reason
+
+__all__ = [
+    "PROFILES",
+    "Link",
+    "LinkError",
+    "broker_options",
+    "device_broker",
+    "open_link",
+    "profile",
+    "unavailable_reason",
+    "wait_across",
+]
+
+
+def open_link(name: str, seed: int | None = None) -> Link:
+    """A link of profile ``name``, up. ValueError for an unknown name, LinkError when it cannot be made."""
+    prof = profile(name)
+    reason = unavailable_reason()
+    if reason:
+        raise LinkError(f"--link {name}: {reason}")
+    return Link(prof, seed=seed).up()
+
+
+def broker_options(link: Link | None, broker: str | None) -> dict[str, Any]:
+    """``start_broker`` options that add a listener on the link (none without a link)."""
+    if link is None:
+        return {}
+    if broker is not None and broker.strip().lower() not in (KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED):
+        raise ValueError(
+            f"--link needs the harness's own Mosquitto (--broker mosquitto, mosquitto-tuned or none), not {broker!r}"
+        )
+    if find_mosquitto() is None:
+        raise ValueError("--link needs Mosquitto installed (the embedded amqtt cannot listen on the link)")
+    link.broker_port = free_port(link.broker_ip)
+    return {"extra_config": [f"listener {link.broker_port} {link.broker_ip}"]}
+
+
+def device_broker(link: Link | None, broker: RunningBroker) -> BrokerInfo:
+    """How the device reaches the broker: across the link when there is one."""
+    if link is None:
+        return broker.info
+    i = broker.info
+    return BrokerInfo.local(i.kind, link.broker_port, host=link.broker_ip, username=i.username, password=i.password)
+
+
+def wait_across(dev: Device, mq: HostMqtt, timeout: float = 10.0) -> None:
+    """Wait until the device's subscriptions have reached the broker across the link.
+
+    The device reports its MQTT link up once its SUBSCRIBE is written, not
+    acknowledged; on a slow link a command sent at once would reach the broker
+    first and find no subscriber. Its 'online' is published after the
+    SUBSCRIBE on the same connection, so once the broker passes it on, the
+    subscriptions are in place.
+    """
+    topic = f"{dev.base}/availability"
+    mq.subscribe(topic)
+    mq.log.wait_for(
+        lambda e: e.topic == topic and e.get("payload") == "online",
+        timeout,
+        f"the device's 'online' on {topic} (its subscriptions across the link)",
+        0,
+    )

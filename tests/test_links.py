@@ -1,0 +1,390 @@
+"""Packet-level links with the real kernel TCP stack: namespaces, veth, nft loss, TUN delay.
+
+Needs root (network namespaces); skipped with the reason otherwise. Delays are
+checked on real ICMP pings from the device's namespace, many in parallel
+flows, and on MQTT journeys of a Unix-port device behind the link.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from host_harness.broker.mosquitto import find_mosquitto
+from host_harness.broker.start import start_broker
+from host_harness.core.budgets import evaluate, for_board
+from host_harness.core.diagnose import BEACON, NAGLE, POLLING, RETRANSMISSION, diagnose
+from host_harness.core.results import JourneyRun
+from host_harness.dut.boards import load as load_board
+from host_harness.dut.device import Device, open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
+from host_harness.netfault import attach
+from host_harness.netfault.links import Link, LinkError, unavailable_reason
+from host_harness.netfault.probe import ping_rtts, quantile
+from host_harness.netfault.profiles import PROFILES, Profile
+from host_harness.netfault.tundelay import Quantiles
+
+REASON = unavailable_reason() or ("" if shutil.which("ping") else "needs 'ping' (iputils-ping)")
+pytestmark = pytest.mark.skipif(bool(REASON), reason=REASON or "available")
+
+
+def assert_quantiles(measured: list[float], asked: dict[str, float], tolerance: float = 0.10) -> None:
+    got = {name: quantile(measured, float(name[1:]) / 100) for name in asked}
+    for name, want in asked.items():
+        assert abs(got[name] - want) <= tolerance * want, f"{name}: measured {got[name]:.1f} ms, asked {want:.1f} ms"
+
+
+def gone(link: Link) -> None:
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert link.dev_ns not in names and link.mid_ns not in names, names
+    assert subprocess.run(["ip", "link", "show", link.root_if], capture_output=True).returncode != 0
+
+
+# -- the link itself ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["wifi-near", "wifi-wall"])
+def test_round_trips_have_the_profiles_published_quantiles(name: str) -> None:
+    prof = PROFILES[name]
+    with Link(prof, seed=11) as link:
+        # 30 flows x 100 pings = 3 000 round trips; each flow's pings far enough apart not to queue.
+        interval = max(0.05, dict(prof.rtt_ms or ())[1.0] / 1000.0 + 0.01)
+        rtts, sent = ping_rtts(link, 30, 100, interval)
+    gone(link)
+    assert len(rtts) == sent
+    assert_quantiles(rtts, prof.asked())
+
+
+def test_lan_adds_next_to_nothing() -> None:
+    with Link("lan") as link:
+        rtts, sent = ping_rtts(link, 4, 50, 0.01)
+    assert len(rtts) == sent
+    assert quantile(rtts, 0.5) < 2.0  # a veth pair and a router namespace: well under a millisecond
+
+
+def test_power_save_holds_frames_to_the_device_until_its_radio_wakes() -> None:
+    prof = PROFILES["wifi-powersave"]
+    assert prof.wake_ms and prof.rtt_ms
+    with Link(prof, seed=12) as link:
+        rtts, sent = ping_rtts(link, 20, 50, 0.21)
+    assert len(rtts) == sent
+    # Asked: the awake round trip plus a wait for the next wake-up, from a random phase.
+    rng = random.Random(1)
+    q = Quantiles(prof.rtt_ms)
+    model = [q.draw(rng) + prof.wake_ms * rng.random() for _ in range(100_000)]
+    assert_quantiles(rtts, {m: quantile(model, float(m[1:]) / 100) for m in ("p50", "p90")})
+    assert max(rtts) <= prof.wake_ms + q.vs[-1] + 5.0
+    assert [d.culprit for d in diagnose(rtts)] == [BEACON]
+
+
+def test_loss_drops_packets_each_way_at_the_asked_rate() -> None:
+    prof = PROFILES["wifi-lossy"]
+    with Link(prof, seed=13) as link:
+        rtts, sent = ping_rtts(link, 20, 100, 0.01)
+    lost = 1 - len(rtts) / sent
+    both_ways = 1 - (1 - prof.loss_pct / 100) ** 2  # a ping is lost when either its request or its reply is
+    assert abs(lost - both_ways) <= 0.035, f"lost {lost:.1%} of {sent} pings, expected {both_ways:.1%}"
+
+
+def test_a_partition_drops_silently_on_the_far_side_and_heals() -> None:
+    with Link("lan") as link:
+        link.partition()
+        p = subprocess.run(
+            [*link.prefix(), "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", link.broker_ip],
+            capture_output=True,
+            text=True,
+        )
+        assert p.returncode == 1 and "100% packet loss" in p.stdout
+        assert p.stderr == "", "the device's own interface must not fail its sends"
+        link.heal()
+        rtts, sent = ping_rtts(link, 1, 3, 0.2)
+        assert len(rtts) == sent
+
+
+def test_everything_is_removed_also_after_an_exception() -> None:
+    with pytest.raises(RuntimeError, match="inside"), Link("wifi-near") as link:
+        assert link.dev_ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        raise RuntimeError("inside the link")
+    gone(link)
+
+
+def test_an_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown link profile 'wifi-moon'; choose from lan, wifi-near"):
+        attach.open_link("wifi-moon")
+
+
+def test_netem_is_refused_clearly_where_the_kernel_has_none() -> None:
+    link = Link(Profile("t", "test", PROFILES["wifi-near"].rtt_ms), delay="netem")
+    try:
+        link.up()
+    except LinkError as e:
+        assert "netem" in str(e)
+        gone(link)
+    else:  # this kernel has netem: it must give the median it was asked for
+        with link:
+            rtts, _ = ping_rtts(link, 10, 50, 0.1)
+        assert_quantiles(rtts, {"p50": PROFILES["wifi-near"].asked()["p50"]})
+
+
+# -- TCP over the link: the 40 ms Nagle / delayed-ACK stall -------------------------------
+
+CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+out = []
+for i in range(int(sys.argv[3])):
+    t = time.monotonic()
+    s.sendall(b"q" * 20)
+    got = b""
+    while len(got) < 30:
+        got += s.recv(64)
+    out.append((time.monotonic() - t) * 1000)
+print(" ".join("%.3f" % x for x in out))
+"""
+
+
+def request_response(link: Link, nodelay: bool, n: int = 40) -> list[float]:
+    """Round trips of a request answered in two small writes (a header, then the body)."""
+    srv = socket.create_server((link.broker_ip, 0))
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            if nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(n):
+                got = b""
+                while len(got) < 20:
+                    chunk = conn.recv(64)
+                    if not chunk:
+                        return
+                    got += chunk
+                conn.sendall(b"h" * 10)  # header ...
+                conn.sendall(b"b" * 20)  # ... body: Nagle holds it until the header is acknowledged
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        p = subprocess.run(
+            [*link.prefix(), sys.executable, "-c", CLIENT, link.broker_ip, str(port), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 0, p.stderr
+    finally:
+        t.join(10)
+        srv.close()
+    return [float(x) for x in p.stdout.split()]
+
+
+def test_nagle_meeting_delayed_ack_is_recognised_and_nodelay_cures_it() -> None:
+    with Link("lan") as link:
+        stalled = request_response(link, nodelay=False)
+        cured = request_response(link, nodelay=True)
+    assert NAGLE in [d.culprit for d in diagnose(stalled)], sorted(stalled)
+    assert diagnose(cured) == [], sorted(cured)
+
+
+# -- MQTT journeys of a Unix-port device behind the link ------------------------------------
+
+
+needs_mosquitto = pytest.mark.skipif(
+    find_mosquitto() is None, reason="needs Mosquitto (the embedded amqtt cannot listen on the link)"
+)
+
+
+# Mosquitto with TCP_NODELAY: the link's own effects, without the 40 ms Nagle stall a stock
+# Mosquitto can add on top (that stall is produced and diagnosed on its own).
+BROKER = "mosquitto-tuned"
+
+
+def behind(name: str, count: int, seed: int = 5) -> tuple[JourneyRun, Link]:
+    """``count`` closed-loop MQTT journeys of a Unix-port device behind link ``name``."""
+    with (
+        attach.open_link(name, seed=seed) as link,
+        start_broker(BROKER, **attach.broker_options(link, BROKER)) as broker,
+    ):
+        dev: Device = open_device("unix", "unix", attach.device_broker(link, broker), prefix=link.prefix())
+        try:
+            dev.wait_mqtt()
+            mq = HostMqtt(broker.info, "link").connect()
+            try:
+                attach.wait_across(dev, mq)
+                js = Journeys(dev, mq, timeout=10)
+                run = closed_loop(js, "mqtt", count, clock_for(dev, mq)[0])
+            finally:
+                mq.close()
+        finally:
+            dev.close()
+    return run, link
+
+
+@pytest.mark.unix_only
+@needs_mosquitto
+def test_mqtt_journeys_cross_wifi_near_and_both_hops_carry_its_delay() -> None:
+    run, link = behind("wifi-near", 60)
+    gone(link)
+    assert not run.lost and len(run.journeys) == 60
+    lan_floor = 2.0  # ms: a journey's hop on the bare veth path is far below this
+    for hop in ("host_to_device", "device_to_host"):
+        assert run.hop(hop).p50 > lan_floor, f"{hop} does not carry the link's delay: {run.hop(hop)}"
+    v = evaluate(run, for_board(load_board("unix"), link="wifi-near").for_kind("mqtt"))
+    assert v.ok, v.message()
+
+
+@pytest.mark.unix_only
+@needs_mosquitto
+def test_lossy_link_breaks_the_lan_budget_and_the_verdict_names_retransmissions() -> None:
+    run, _ = behind("wifi-lossy", 150)
+    assert not run.lost
+    v = evaluate(run, for_board(load_board("unix")).for_kind("mqtt"))
+    assert not v.ok, v.message()
+    assert any("retransmission" in line for line in v.diagnosis), v.message()
+    assert RETRANSMISSION in [d.culprit for d in diagnose([j.e2e_ms for j in run.journeys])]
+
+
+@pytest.mark.unix_only
+@needs_mosquitto
+def test_power_save_breaks_the_lan_budget_and_the_verdict_names_the_sleeping_radio() -> None:
+    run, _ = behind("wifi-powersave", 25)
+    assert not run.lost
+    v = evaluate(run, for_board(load_board("unix")).for_kind("mqtt"))
+    assert not v.ok
+    assert any("beacons" in line for line in v.diagnosis), v.message()
+
+
+SENDER = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+t = time.monotonic()
+s.sendall(b"x" * int(sys.argv[3]))
+s.shutdown(socket.SHUT_WR)
+s.recv(1)  # the receiver's word that it has everything
+print("%.4f" % (time.monotonic() - t))
+"""
+
+
+def test_rate_limits_throughput_with_tbf() -> None:
+    rate_kbit, size = 4000, 400_000  # 0.8 s of data at the asked rate
+    with Link(Profile("slow", "test: tbf only", rate_kbit=rate_kbit)) as link:
+        srv = socket.create_server((link.broker_ip, 0))
+        got = bytearray()
+
+        def receive() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                while chunk := conn.recv(65536):
+                    got.extend(chunk)
+                conn.sendall(b"k")
+
+        t = threading.Thread(target=receive, daemon=True)
+        t.start()
+        p = subprocess.run(
+            [*link.prefix(), sys.executable, "-c", SENDER, link.broker_ip, str(srv.getsockname()[1]), str(size)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        t.join(10)
+        srv.close()
+    assert p.returncode == 0, p.stderr
+    assert len(got) == size
+    kbit_s = size * 8 / 1000 / float(p.stdout)
+    assert 0.75 * rate_kbit <= kbit_s <= 1.15 * rate_kbit, f"{kbit_s:.0f} kbit/s through a {rate_kbit} kbit/s link"
+
+
+def test_polling_once_a_second_on_the_path_is_recognised() -> None:
+    """A server that looks at its socket once a second (the culprit) answers in whole seconds."""
+    with Link("lan") as link:
+        srv = socket.create_server((link.broker_ip, 0))
+        n = 6
+
+        def serve() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                conn.setblocking(False)
+                answered = 0
+                while answered < n:
+                    threading.Event().wait(1.0)  # the poll interval being diagnosed
+                    try:
+                        data = conn.recv(64)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        return
+                    conn.sendall(b"h" * 30)
+                    answered += 1
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        p = subprocess.run(
+            [*link.prefix(), sys.executable, "-c", CLIENT, link.broker_ip, str(srv.getsockname()[1]), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        t.join(10)
+        srv.close()
+    assert p.returncode == 0, p.stderr
+    samples = [float(x) for x in p.stdout.split()]
+    assert [d.culprit for d in diagnose(samples)] == [POLLING], samples
+
+
+HERE = pathlib.Path(__file__).resolve().parent
+RUN = [sys.executable, "-m", "host_harness", "run"]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+
+@pytest.mark.unix_only
+@needs_mosquitto
+def test_run_and_the_plugin_take_a_link_profile(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "run.json"
+    p = subprocess.run(
+        [
+            *RUN,
+            "--link",
+            "wifi-near",
+            "--broker",
+            BROKER,
+            "--journeys",
+            "mqtt",
+            "--count",
+            "20",
+            "--warmup",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "link wifi-near" in p.stdout and "[link.wifi-near]" in p.stdout
+    data = json.loads(out.read_text())
+    assert data["meta"]["link"] == "wifi-near"
+    assert data["runs"][0]["hops_ms"]["host_to_device"]["p50"] > 2.0
+    p = subprocess.run(
+        [*PYTEST, "--lightctl-link", "wifi-near", str(HERE / "test_mqtt_journeys.py"), "-k", "many_journeys_alternate"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=HERE.parent,
+    )
+    assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout[-2000:]
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "lc-dev-" not in names and "lc-mid-" not in names, names
