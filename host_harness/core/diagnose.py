@@ -141,9 +141,12 @@ def diagnose(samples_ms: Sequence[float]) -> list[Diagnosis]:
     secs = [x for x in xs if _near_multiple(x, SECOND_MS, 0.1 * SECOND_MS, 0.15 * SECOND_MS)]
     if len(secs) >= 0.6 * n:
         return [Diagnosis(POLLING, f"{_pct(len(secs), n)} samples sit at whole seconds", FIXES[POLLING])]
-    stalls = [x for x in xs if DELAYED_ACK_MS - 5 <= x <= DELAYED_ACK_MS + 20]
+    # One stall per journey sits at ~40 ms, two (one each way) at ~80 ms.
+    stalls = [x for x in xs if _near_multiple(x, DELAYED_ACK_MS, 5.0, 15.0, kmax=3)]
     if len(stalls) >= 0.6 * n:
-        return [Diagnosis(NAGLE, f"{_pct(len(stalls), n)} samples sit at ~{DELAYED_ACK_MS:g} ms", FIXES[NAGLE])]
+        return [
+            Diagnosis(NAGLE, f"{_pct(len(stalls), n)} samples sit at multiples of ~{DELAYED_ACK_MS:g} ms", FIXES[NAGLE])
+        ]
     beacon = [x for x in xs if _near_multiple(x, BEACON_MS, 30.0, 10.0)]
     if len(beacon) >= 0.7 * n:
         return [

@@ -116,3 +116,9 @@ def test_explain_gives_one_line_per_culprit() -> None:
     xs = base(300, rng) + [DELAYED_ACK_MS + 2] * 20 + [RTO_MIN_MS + 8] * 20
     lines = explain(xs)
     assert len(lines) == 2 and all("fix:" in line for line in lines)
+
+
+def test_two_stalls_per_journey_are_nagle_not_a_beacon() -> None:
+    rng = random.Random(11)
+    xs = [43.0] + [2 * DELAYED_ACK_MS + 3 + 3 * rng.random() for _ in range(40)]
+    assert culprits(xs) == [NAGLE]
