@@ -30,7 +30,7 @@ from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop
 from host_harness.netfault import attach
-from host_harness.netfault.links import Link, LinkError, unavailable_reason
+from host_harness.netfault.links import Link, LinkError, sweep_stale, unavailable_reason
 from host_harness.netfault.probe import ping_rtts, quantile
 from host_harness.netfault.profiles import PROFILES, Profile
 from host_harness.netfault.tundelay import Quantiles
@@ -388,3 +388,27 @@ def test_run_and_the_plugin_take_a_link_profile(tmp_path: pathlib.Path) -> None:
     assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout[-2000:]
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "lc-dev-" not in names and "lc-mid-" not in names, names
+
+
+OWNER = r"""
+import sys
+from host_harness.netfault.links import Link
+link = Link("wifi-near").up()
+print(link.tag, flush=True)
+sys.stdin.read()  # held until killed
+"""
+
+
+def test_a_link_whose_owner_was_killed_is_swept_by_the_next() -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    tag = owner.stdout.readline().strip()
+    assert tag, "the owner process made no link"
+    owner.kill()  # SIGKILL: no teardown runs
+    owner.wait(10)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"lc-dev-{tag}" in names, "the killed owner's namespaces should still be there before the sweep"
+    assert tag in sweep_stale()
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"lc-dev-{tag}" not in names and f"lc-mid-{tag}" not in names, names
+    assert subprocess.run(["ip", "link", "show", f"lcr-{tag}"], capture_output=True).returncode != 0

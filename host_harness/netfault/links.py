@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -44,6 +45,7 @@ from .profiles import PROFILES, Profile
 
 __all__ = ["PROFILES", "Link", "LinkError", "Profile", "profile", "unavailable_reason"]
 
+OWNERS = Path("/run/lightctl-links")  # one file per live link: its tag, holding the owner's pid
 DELAY_DEV = "lcdelay"
 DEV_IF = "eth0"
 NFT_TABLE = "lightctl"
@@ -99,6 +101,49 @@ def netem_available(ns: str, dev: str) -> bool:
         _run("tc", "-n", ns, "qdisc", "del", "dev", dev, "root", check=False)
         return True
     return False
+
+
+def _remove_ns(ns: str) -> str:
+    """Kill what runs inside ``ns`` (only processes of our own links live there) and delete it."""
+    pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline:  # SIGKILL has no completion event to wait on
+        pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+        time.sleep(0.02)
+    p = _run("ip", "netns", "del", ns, check=False)
+    return p.stderr.strip() if p.returncode else ""
+
+
+def sweep_stale() -> list[str]:
+    """Remove the links of harness processes that died without tearing theirs down (SIGKILL).
+
+    Each link records its owner's pid under OWNERS; a record whose process is gone
+    names namespaces and a veth nobody will remove otherwise. Returns the tags swept.
+    """
+    swept: list[str] = []
+    if not OWNERS.is_dir():
+        return swept
+    for rec in OWNERS.iterdir():
+        try:
+            os.kill(int(rec.read_text().strip()), 0)
+            continue  # its owner is alive
+        except PermissionError:
+            continue  # alive, someone else's
+        except (ProcessLookupError, ValueError):
+            pass  # gone, or an unreadable record
+        tag = rec.name
+        names = _run("ip", "netns", "list", check=False).stdout
+        for ns in (f"lc-dev-{tag}", f"lc-mid-{tag}"):
+            if ns in names:
+                _remove_ns(ns)
+        if _run("ip", "link", "show", f"lcr-{tag}", check=False).returncode == 0:
+            _run("ip", "link", "del", f"lcr-{tag}", check=False)
+        rec.unlink(missing_ok=True)
+        swept.append(tag)
+    return swept
 
 
 @dataclass
@@ -194,6 +239,9 @@ class Link:
         return self
 
     def _build(self) -> None:
+        sweep_stale()
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        (OWNERS / self.tag).write_text(str(os.getpid()))
         self.addr = Addresses(_free_subnet())
         a, dev, mid = self.addr, self.dev_ns, self.mid_ns
         for ns in (dev, mid):
@@ -330,22 +378,12 @@ class Link:
                     f.close()
             self._forwarder = None
         for ns in (self.dev_ns, self.mid_ns):
-            if ns not in self._made:
-                continue
-            pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), 9)
-            deadline = time.monotonic() + 5
-            while pids and time.monotonic() < deadline:
-                pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
-                time.sleep(0.02)
-            p = _run("ip", "netns", "del", ns, check=False)
-            if p.returncode:
-                errors.append(p.stderr.strip())
+            if ns in self._made and (err := _remove_ns(ns)):
+                errors.append(err)
         # Deleting the middle namespace took the veth's peer, and so the veth, with it; else:
         if self.root_if in self._made and _run("ip", "link", "show", self.root_if, check=False).returncode == 0:
             _run("ip", "link", "del", self.root_if, check=False)
         self._made.clear()
+        (OWNERS / self.tag).unlink(missing_ok=True)
         if errors:
             raise LinkError("; ".join(errors))
