@@ -67,7 +67,10 @@ def unavailable_reason() -> str | None:
     if sys.platform != "linux":
         return "packet-level links need Linux network namespaces"
     if os.geteuid() != 0:
-        return "packet-level links need root (network namespaces, veth, nft, tbf, TUN); run as root, or without --link"
+        return (
+            "packet-level links need root (network namespaces, veth, nft, tbf, TUN): run as root, or inside "
+            "'unshare -r -n -m' with a tmpfs mounted on /run, or without a link"
+        )
     for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables")):
         if shutil.which(tool) is None:
             return f"packet-level links need '{tool}' (install {pkg})"
