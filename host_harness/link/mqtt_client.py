@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -52,6 +53,14 @@ class HostMqtt:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_socket_open = self._on_socket_open
+
+    @staticmethod
+    def _on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Nagle off: a PUBACK followed by the next command must not wait for
+        # the broker's delayed ACK (~40 ms on Linux); paho leaves it on.
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
