@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hoptruth import check_hops_against_truth
 
-from host_harness.core.clocktruth import UnixClockTruth
 from host_harness.core.ticks import ticks_diff
 from host_harness.dut import boards
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import SyncedClock, unix_clock_truth
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop
 from host_harness.pytest_plugin import DeviceFactory
@@ -37,17 +38,17 @@ def test_the_event_carries_when_the_light_was_sensed(sense_board: str, device_fa
         assert 0 <= ticks_diff(t_sense, t_pin, period) <= ticks_diff(t_tx, t_pin, period)
 
 
-def test_the_sensed_hop_appears_in_the_waterfall_and_hops_still_sum(
+def test_the_sensed_hop_appears_in_the_waterfall_and_agrees_with_the_true_clock(
     sense_board: str, device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:
     dev = device_factory(board=sense_board)
     dev.wait_mqtt()
-    run = closed_loop(Journeys(dev, mqtt), "mqtt", 10, UnixClockTruth())
+    clock = SyncedClock(dev)
+    run = closed_loop(Journeys(dev, mqtt), "mqtt", 10, clock)
     assert "device_sense" in run.hops_present()
     for ht in run.hop_times:
         assert ht.journey.dev_t_sense is not None
-        assert ht.hops["device_sense"] >= 0
-        assert abs(ht.total_ms - ht.journey.e2e_ms) <= 0.02 * ht.journey.e2e_ms
+    check_hops_against_truth(run.hop_times, unix_clock_truth(dev), clock.model.error_bound_us)
 
 
 def test_without_a_sense_input_there_is_no_sensed_hop(device_factory: DeviceFactory) -> None:

@@ -114,6 +114,10 @@ class ClockModel:
     rtt_median_us: float
     residual_rms_us: float  # kept samples' offsets around the fitted line
     uncertainty_us: float  # half the smallest delay: the error bound of the best sample
+    # Bound on the fitted offset's error at the samples' times: every kept sample's true offset lies
+    # within its own uncertainty (half its delay), so their median lies within the largest of those
+    # (plus the skew correction applied to them, when fitted; assumes the clock keeps the fitted rate).
+    error_bound_us: float = math.nan
 
     @property
     def ref_device_us(self) -> float:
@@ -270,6 +274,7 @@ class ClockEstimator:
         offset = statistics.median(corrected)
         residuals = [c - offset for c in corrected]
         rtts = [s.rtt_ns / 1000 for s in samples]
+        bound = max(s.uncertainty_us + abs(skew * (s.host_mid_us - ref_us)) for s in kept)
         self.model = ClockModel(
             ref_host_ns=round(ref_us * 1000),
             offset_us=offset,
@@ -285,6 +290,7 @@ class ClockEstimator:
             rtt_median_us=statistics.median(rtts),
             residual_rms_us=math.sqrt(statistics.fmean(r * r for r in residuals)),
             uncertainty_us=min(s.uncertainty_us for s in samples),
+            error_bound_us=bound,
         )
         return self.model
 

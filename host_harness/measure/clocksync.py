@@ -170,7 +170,7 @@ class SyncedClock:
         text = (
             f"synced over serial: {m.n_used} of {m.n} pings kept, round trip min {m.rtt_min_us:.0f} µs, "
             f"skew {m.skew_ppm:+.1f} ppm{'' if m.skew_fitted else ' (not fitted yet)'}, "
-            f"uncertainty ±{m.uncertainty_us:.0f} µs"
+            f"uncertainty ±{m.uncertainty_us:.0f} µs (error bound ±{m.error_bound_us:.0f} µs)"
         )
         if self.device.unix is not None and int(self.device.info.get("ticks_period", 0)) == UNIX_PERIOD:
             err = UnixClockTruth().offset_error_us(m)  # no emulated period: the true offset is 0

@@ -131,3 +131,18 @@ def test_short_runs_take_no_skew_and_slow_samples_do_not_pull_the_offset() -> No
 def test_fit_without_samples_says_so() -> None:
     with pytest.raises(ValueError, match="no clock sync samples"):
         ClockEstimator(2**30).fit()
+
+
+def test_the_error_bound_covers_lopsided_exchanges_where_the_best_sample_alone_would_not() -> None:
+    # One fast, symmetric exchange (delay 10 µs) and many slow ones whose delay is all on the way
+    # out (each reads the offset 50 µs low); every sample is kept, so the median follows the slow ones.
+    sync = ClockEstimator(2**62, keep_fraction=1.0)
+    true_offset = 5_000
+    sync.add(SyncSample(1_000_000, 1_010_000, 1_005 + true_offset))
+    for i in range(1, 20):
+        t = 1_000_000 + i * 1_000_000
+        sync.add(SyncSample(t, t + 100_000, t // 1000 + 100 + true_offset))
+    m = sync.fit()
+    err = abs(m.offset_us - true_offset)
+    assert err > m.uncertainty_us  # the best sample's half-delay is no bound on the fit
+    assert err <= m.error_bound_us == 50.0, m
