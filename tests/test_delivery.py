@@ -20,6 +20,7 @@ from host_harness.broker.running import RunningBroker
 from host_harness.core.events import Event, WaitTimeout
 from host_harness.core.ids import IdMaker
 from host_harness.dut.device import Device
+from host_harness.image.firmware_constants import firmware_int
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.journeys import Journeys
 from host_harness.netfault.framing import mqtt_publish_payload, mqtt_publish_topic
@@ -27,8 +28,8 @@ from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
 TIMEOUT = 5.0
-RECENT_IDS = 16  # firmware/light.py _SEEN: commands remembered by id
-RETRY_S = 5.0  # firmware/mqtt.py _RETRY_MS: an unacknowledged PUBLISH is sent again after this
+RECENT_IDS = firmware_int("light", "_SEEN")  # commands remembered by id
+RETRY_S = firmware_int("mqtt", "_RETRY_MS") / 1000  # an unacknowledged PUBLISH is sent again after this
 DUP = 0x08  # MQTT fixed-header DUP flag
 
 

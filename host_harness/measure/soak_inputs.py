@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-MAX_LEN = 512  # the firmware's longest serial line / MQTT payload
+from host_harness.image.firmware_constants import firmware_int
+
+MAX_LEN = firmware_int("protocol", "MAX_LEN")  # the firmware's longest serial line / MQTT payload
 CTRL_C = 3
 LINE_ENDS = (10, 13)
 
