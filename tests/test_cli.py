@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hoptruth import SERIAL_SYNC_TARGET_US, check_hops_against_truth
+from paho.mqtt import publish
 
 from host_harness.broker.running import RunningBroker
 from host_harness.core.clocktruth import UnixClockTruth
@@ -175,7 +177,16 @@ def test_sim_runs_until_ctrl_c() -> None:
                 break
         text = "".join(lines)
         assert "mosquitto_pub" in text and "lightctl/sim-test/set" in text, text
-        time.sleep(0.5)
+        # do what the printed hint says, and see the device's answer follow before stopping it
+        m = re.search(r"mosquitto_pub -h (\S+) -p (\d+) -t (\S+) -m '(.*)'", text)
+        assert m is not None, text
+        publish.single(m[3], m[4], qos=1, hostname=m[1], port=int(m[2]))
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            lines.append(line)
+            if not line or "try-1" in line:
+                break
+        assert "try-1" in lines[-1], "no device event for the published try-1 command:\n" + "".join(lines)
         os.kill(p.pid, signal.SIGINT)
         rest, _ = p.communicate(timeout=20)
         assert p.returncode == 0, text + rest

@@ -258,8 +258,17 @@ def test_a_command_sent_while_the_device_is_offline_arrives_after_it_reconnects(
     since, dsince = mqtt.log.cursor, dev.log.cursor
     proxy.cut(refuse=True)
     dev.log.wait_for(lambda e: e.kind == "mqtt" and e.get("status") == "disconnected", 10, "MQTT down", dsince)
-    mqtt.publish(js.topic("set"), json.dumps({"id": "away-1", "state": "ON", "brightness": 66}), qos=1)
-    time.sleep(0.5)  # the broker has it queued (or dropped) before the device comes back
+    avail = js.topic("availability")
+    mqtt.log.wait_for(
+        lambda e: e.topic == avail and e.get("payload") == "offline",
+        TIMEOUT,
+        "the device's last will: the broker saw it go",
+        since,
+    )
+    info = mqtt.client.publish(js.topic("set"), json.dumps({"id": "away-1", "state": "ON", "brightness": 66}), qos=1)
+    # the broker's PUBACK: it has routed the command (queued it for the session, or dropped it)
+    info.wait_for_publish(TIMEOUT)
+    assert info.is_published(), "no PUBACK from the broker for command away-1"
     proxy.refuse = False
     dev.log.wait_for(lambda e: e.kind == "mqtt" and e.get("status") == "connected", 40, "MQTT back", dsince)
     js.via_mqtt("OFF", 1, cmd_id="after-1")  # queued messages are delivered on connect, before this one
