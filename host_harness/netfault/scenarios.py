@@ -279,6 +279,14 @@ def partition(
     return res
 
 
+def _wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.005)
+
+
 def device_killed(broker: RunningBroker, proxy: FaultProxy, make_device: MakeDevice, count: int = 4) -> ScenarioResult:
     """The device dies while a command is on its way to it; a new process takes over."""
     dev = make_device()
@@ -289,11 +297,12 @@ def device_killed(broker: RunningBroker, proxy: FaultProxy, make_device: MakeDev
         res = run_commands("device killed mid-command", sender, [dev], ids, count - 1)
         devices = [dev]
         proxy.down.paused = True  # the command reaches the broker, the link holds it
+        held = proxy.down.stats.bytes_held
         cid = ids()
         box: list[Outcome] = []
         t = threading.Thread(target=lambda: box.append(sender.send(cid, {"state": "ON", "brightness": 42}, 30)))
         t.start()
-        time.sleep(0.5)
+        _wait_until(lambda: proxy.down.stats.bytes_held > held, 10, f"the proxy to hold command {cid} for the device")
         if dev.unix is None:
             raise RuntimeError("this scenario kills a Unix-port device process")
         dev.unix.kill()
