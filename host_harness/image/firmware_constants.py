@@ -2,7 +2,8 @@
 
 The firmware is MicroPython (``const()``, ``micropython`` imports), so its
 modules are not imported here: the assignment is found with ``ast``. Only a
-module-level ``NAME = <literal>`` or ``NAME = const(<literal>)`` is accepted.
+module-level ``NAME = <literal>`` or ``NAME = const(<literal>)`` is accepted
+(numbers, strings; bytes are returned as ASCII text).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def firmware_constant(module: str, name: str) -> int | float | str:
         if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "const":
             value = value.args[0]
         result = ast.literal_eval(value)
+        if isinstance(result, bytes):
+            result = result.decode("ascii")
         if not isinstance(result, int | float | str):
             raise ValueError(f"firmware/{module}.py: {name} is not a number or string: {result!r}")
         return result
