@@ -57,7 +57,7 @@ def test_synced_hops_agree_with_the_true_clock(journey: Journeys, device: Device
 
 def _pytest(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -73,6 +73,8 @@ def test_figures_land_in_junit_xml_as_properties(tmp_path: Path, broker: Running
             "-m",
             "pytest",
             "-q",
+            "-n",
+            "0",  # one test: no xdist workers (pyproject's addopts asks for two)
             "-p",
             "no:cacheprovider",
             f"--junitxml={xml}",

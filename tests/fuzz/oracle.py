@@ -2,7 +2,7 @@
 
 The limits are the firmware's own (read from firmware/protocol.py). How a
 payload parses is asked of MicroPython's own json in a helper interpreter
-(the one the plugin's --micropython names): it reads some input that is not
+(the one the plugin's --lightctl-micropython names): it reads some input that is not
 strict JSON, and the firmware obeys what it reads.
 """
 
@@ -139,7 +139,7 @@ _readers: dict[str | None, MicroPythonJson] = {}
 
 
 def mp_json(micropython: str | None = None) -> MicroPythonJson:
-    """The JSON reader of the given interpreter (the plugin's --micropython), started once."""
+    """The JSON reader of the given interpreter (the plugin's --lightctl-micropython), started once."""
     if micropython not in _readers:
         _readers[micropython] = MicroPythonJson(micropython)
     return _readers[micropython]
