@@ -8,6 +8,10 @@
 #                                    again with "dup":true (not retained, so
 #                                    the retained state never rolls back)
 #   <discovery prefix>/light/<device_id>/config   Home Assistant discovery
+#   <base>/group/<name>/set          a command to every light of group <name>
+#                                    (config "groups": [names]): the same
+#                                    schema and dedup by id as .../set; each
+#                                    light reports on its own .../state
 # State and availability go out at QoS 1 (config "qos", default 1) on a
 # persistent session (config "clean_session", default false).
 import gc
@@ -50,7 +54,8 @@ class MqttLink:
             bool(m.get("clean_session", False)),
         )
         c.will = (self.t_avail, "offline", True, q)
-        c.subs = [(self.t_set, q), (self.t_ping, 0)]
+        self.t_groups = tuple(("%s/group/%s/set" % (cfg["base_topic"], g)).encode() for g in cfg.get("groups") or ())
+        c.subs = [(self.t_set, q), (self.t_ping, 0)] + [(t, q) for t in self.t_groups]
         c.on_message = self.on_message
         c.on_connect = self.on_connect
         c.on_status = self.on_status
@@ -150,7 +155,7 @@ class MqttLink:
                     self.t_pong,
                     '{"id":"%s","t_rx":%d,"ticks":%d}' % (cmd_id or "", t_rx, clock.now()),
                 )
-            elif topic == self.t_set:
+            elif topic == self.t_set or topic in self.t_groups:
                 if retained:
                     raise BadInput("retained_command", "retained commands are ignored", cmd_id)
                 state, bri = protocol.state_fields(obj, protocol.STATE_FIELDS, cmd_id)

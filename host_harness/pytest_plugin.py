@@ -19,8 +19,10 @@ A bad board or budget file is one usage error at start-up (exit code 4).
 
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
 ``device_factory``, ``mqtt`` (a connected host client), ``journey``, ``lightctl_link``,
-``device_clock``, ``latency_budget`` and ``assert_budget``.
-Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port).
+``device_clock``, ``latency_budget``, ``assert_budget`` and ``devices`` (a
+measure.fleet.Fleet of N devices on one host client).
+Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port),
+``devices(n)`` (how many devices the ``devices`` fixture holds, default 2).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
 from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device
+from host_harness.dut.fleet import group_name, start_unix_devices
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
+from host_harness.measure.fleet import Fleet
 from host_harness.measure.journeys import Journeys
 from host_harness.netfault import attach
 from host_harness.netfault.links import Link
@@ -88,6 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unix_only: needs the Unix-port device; skipped on a board")
     config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
+    config.addinivalue_line("markers", "devices(n): the devices fixture holds n devices (default 2)")
     _check_options(config)
 
 
@@ -268,3 +273,58 @@ def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions, lightctl_
     if lightctl_link is not None:
         attach.wait_across(device, mqtt)
     return Journeys(device, mqtt, timeout=lightctl.timeout)
+
+
+@pytest.fixture
+def devices(request: pytest.FixtureRequest, lightctl: LightctlOptions, broker: RunningBroker) -> Iterator[Fleet]:
+    """N devices and one host MQTT client serving them all (a measure.fleet.Fleet).
+
+    N comes from ``@pytest.mark.devices(n)`` (default 2). On the Unix port, N
+    fresh devices in a group of their own; against boards, N of this worker's
+    ``--lightctl-device`` values (under xdist worker K of W takes every W-th,
+    from the K-th), deployed with ``"groups": ["lightctl-test"]``; a test
+    needing more than the worker has is skipped.
+    """
+    m = request.node.get_closest_marker("devices")
+    n = int(m.args[0]) if m and m.args else 2
+    if lightctl.unix:
+        group = group_name()
+        devs = start_unix_devices(
+            n, broker.info, lightctl.board, group, lightctl.micropython, lightctl.heapsize, progress=False
+        )
+    else:
+        mine = _worker_set(lightctl.devices)
+        if len(mine) < n:
+            pytest.skip(f"needs {n} devices; this worker has {len(mine)} ({', '.join(mine)})")
+        group = BOARD_GROUP
+        devs = []
+        try:
+            for url in mine[:n]:
+                devs.append(open_device(url, lightctl.board, broker.info))
+        except BaseException:
+            for d in devs:
+                d.close()
+            raise
+    try:
+        fleet = Fleet(devs, broker.info, group=group, timeout=lightctl.timeout)
+    except BaseException:
+        for d in devs:
+            d.close()
+        raise
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+        for d in devs:
+            d.close()
+
+
+BOARD_GROUP = "lightctl-test"  # the group boards are deployed into for the devices fixture
+
+
+def _worker_set(devices: list[str]) -> list[str]:
+    """This worker's devices: worker K of W takes devices K, K+W, K+2W...; no xdist: all."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    k = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return devices[k % max(1, count) :: max(1, count)]

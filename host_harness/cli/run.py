@@ -114,6 +114,10 @@ def measure(
 def run(args: argparse.Namespace) -> int:
     checked = validate.run_options(args)  # every option, file and key, before anything starts
     bdef, budget = checked.board, checked.budget
+    if args.devices is not None:  # a room of lights: cli/devices.py
+        from host_harness.cli.devices import run_devices
+
+        return run_devices(args, checked.board_name)
     # Serial journeys need no broker: none is started unless one is asked for, and none is waited for.
     meta: dict[str, Any] = {
         "run started": facts.iso_now(),
@@ -275,6 +279,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=20, help="warm-up journeys (default 20; over serial if no MQTT)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
     p.add_argument("--seed", type=int, default=1, help="seed for the brightness values")
+    p.add_argument(
+        "--devices", type=int, default=None, metavar="N", help="N Unix-port lights: group commands, one host client"
+    )
     p.add_argument("--budget", default=None, metavar="FILE", help="a budget TOML laid over the board's, limit by limit")
     p.add_argument(
         "--no-budget", action="store_true", help="run without a latency budget (a board without one needs this)"

@@ -86,17 +86,7 @@ class HostMqtt:
             ev.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        now = time.monotonic_ns()
-        text = msg.payload.decode("utf-8", "replace")
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            data = {"payload": text}
-        data.setdefault("ev", msg.topic.rsplit("/", 1)[-1])
-        data["_retained"] = bool(msg.retain)
-        self.log.add(Event(data=data, host_ns=now, via="mqtt", topic=msg.topic))
+        self.log.add(message_event(msg, time.monotonic_ns()))
 
     def connect(self, timeout: float = 10.0) -> HostMqtt:
         try:
@@ -137,3 +127,18 @@ class HostMqtt:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+
+def message_event(msg: paho.MQTTMessage, now: int) -> Event:
+    """A received message as an Event: its JSON object (or ``{"payload": text}``),
+    ``ev`` defaulting to the topic's last level, stamped ``now``."""
+    text = msg.payload.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        data = {"payload": text}
+    data.setdefault("ev", msg.topic.rsplit("/", 1)[-1])
+    data["_retained"] = bool(msg.retain)
+    return Event(data=data, host_ns=now, via="mqtt", topic=msg.topic)
