@@ -50,12 +50,14 @@ def usage_rows(before: list[ProcUsage], after: list[ProcUsage], seconds: float) 
     """Per-device RSS (MiB) and CPU over the measured phase, and the harness's own."""
     cpu0 = {u.pid: u.cpu_s for u in before}
     rss = latency.summarize(u.rss_kib / 1024 for u in after)
+    anon = latency.summarize(u.anon_kib / 1024 for u in after)
     cpu = [u.cpu_s - cpu0.get(u.pid, 0.0) for u in after]
     me = ProcUsage.read(os.getpid())
     return [
         ["devices", len(after)],
         ["RSS per device, p50 / max (MiB)", f"{rss.p50:.1f} / {rss.max:.1f}"],
-        ["RSS of all devices (MiB)", f"{sum(u.rss_kib for u in after) / 1024:.0f}"],
+        ["own (anonymous) RSS per device, p50 / max (MiB)", f"{anon.p50:.1f} / {anon.max:.1f}"],
+        ["own RSS of all devices (MiB)", f"{sum(u.anon_kib for u in after) / 1024:.0f}"],
         ["CPU per device while measured, mean (s)", f"{sum(cpu) / max(1, len(cpu)):.2f} of {seconds:.1f} s"],
         ["CPU of all devices while measured (cores)", f"{sum(cpu) / max(1e-9, seconds):.2f}"],
         ["host harness RSS (MiB) / CPU since start (s)", f"{me.rss_kib / 1024:.0f} / {me.cpu_s:.1f}"],

@@ -88,26 +88,26 @@ def start_unix_devices(
 
 @dataclass(frozen=True)
 class ProcUsage:
-    """One process's resident memory and CPU time so far."""
+    """One process's resident memory (all, and its own: anonymous pages) and CPU time so far."""
 
     pid: int
     rss_kib: int
+    anon_kib: int  # not shared with the other devices (the interpreter's code pages are)
     cpu_s: float
 
     @classmethod
     def read(cls, pid: int) -> ProcUsage:
-        rss = 0
+        kib = {}
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                    break
+                if line.startswith(("VmRSS:", "RssAnon:")):
+                    kib[line.split(":")[0]] = int(line.split()[1])
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
         # Fields after the command name (which may hold spaces) in parentheses.
         rest = stat[stat.rindex(")") + 2 :].split()
         utime, stime = int(rest[11]), int(rest[12])
-        return cls(pid, rss, (utime + stime) / os.sysconf("SC_CLK_TCK"))
+        return cls(pid, kib.get("VmRSS", 0), kib.get("RssAnon", 0), (utime + stime) / os.sysconf("SC_CLK_TCK"))
 
 
 def usage(devices: list[Device]) -> list[ProcUsage]:
