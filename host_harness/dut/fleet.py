@@ -9,17 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from host_harness.broker.info import BrokerInfo
-from host_harness.dut.device import Device, open_device
-from host_harness.dut.unix_device import find_micropython
+from host_harness.dut import boards
+from host_harness.dut.device import Device, unix_config
+from host_harness.dut.unix_device import UnixDevice, find_micropython
 from host_harness.image import firmware_build
+from host_harness.link.serial_link import SerialLink
 from host_harness.measure.progress import Progress
 
-START_CONCURRENCY = 4  # devices booting at once: each boot is CPU-bound for ~0.1 s
+START_CONCURRENCY = 8  # devices booting at once: each boot is CPU-bound for ~0.1 s
 
 
 def group_name() -> str:
@@ -40,49 +41,52 @@ def start_unix_devices(
 ) -> list[Device]:
     """``n`` Unix-port devices on ``broker``, all in ``group``, each named ``<prefix>-<k>``.
 
-    At most ``concurrency`` boot at once; a progress bar on stderr. If one
-    fails to start, those already started are stopped and the error raised.
+    Spawned in batches of ``concurrency`` and each batch waited for (booted,
+    answering on its console) before the next; a progress bar on stderr. All
+    from the calling thread, without worker threads: a child dies with the
+    thread that spawned it (host_harness/children.py). If one fails to start,
+    those already started are stopped and the error raised.
     """
     if n < 1:
         raise ValueError(f"devices: {n}: need at least 1")
+    bdef = boards.load(board)
     prefix = f"fleet-{secrets.token_hex(2)}"
     extra: dict[str, Any] = dict(config or {})
     if group:
         extra["groups"] = [*extra.get("groups", []), group]
-    # Compiled once before the parallel starts, which then find it cached (if it
-    # cannot be, each device runs from source, and open_device says so).
+    # Compiled once before the starts, which then find it cached (if it cannot
+    # be, each device runs from source, and its build_note says so).
     with contextlib.suppress(firmware_build.BuildError):
         firmware_build.build(find_micropython(micropython))
     bar = Progress(n, f"start {n} devices") if progress else None
     devices: list[Device] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="fleet-start") as pool:
-        futures: list[Future[Device]] = [
-            pool.submit(
-                open_device,
-                "unix",
-                board,
-                broker,
-                micropython,
-                heapsize,
-                device_id=f"{prefix}-{k:03d}",
-                config=extra,
-            )
-            for k in range(n)
-        ]
-        error: BaseException | None = None
-        for f in futures:
+    try:
+        for first in range(0, n, max(1, concurrency)):
+            batch: list[UnixDevice] = []
             try:
-                devices.append(f.result())
-            except BaseException as e:  # stop the others, then raise the first
-                error = error or e
-            if bar:
-                bar.update()
-    if bar:
-        bar.close()
-    if error is not None:
+                for k in range(first, min(n, first + max(1, concurrency))):
+                    cfg = unix_config(bdef, broker, f"{prefix}-{k:03d}", extra=extra)
+                    u = UnixDevice(cfg, micropython, heapsize)
+                    batch.append(u)
+                    u.start()
+                while batch:
+                    u = batch[0]
+                    dev = Device(SerialLink(u.port, name="unix device"), bdef, u)
+                    batch.pop(0)
+                    devices.append(dev)
+                    dev.wait_boot()
+                    if bar:
+                        bar.update()
+            finally:
+                for u in batch:
+                    u.cleanup()
+    except BaseException:
         for d in devices:
             d.close()
-        raise error
+        raise
+    finally:
+        if bar:
+            bar.close()
     return devices
 
 
