@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from host_harness.broker.running import RunningBroker
 from host_harness.core.events import Event
 from host_harness.measure.fleet import Fleet, group_topic
 
@@ -112,3 +116,36 @@ def test_every_device_in_closed_loop_at_once_on_one_client(devices: Fleet) -> No
     assert len({j.id for j in run.journeys}) == 45
     for d in devices:
         assert d.get().get("seq") == 15
+
+
+def _lightctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "host_harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.unix_only
+def test_run_devices_prints_first_on_all_on_and_spread_per_mode(tmp_path: Path, broker: RunningBroker) -> None:
+    out = tmp_path / "fleet.json"
+    r = _lightctl("run", "--devices", "3", "--count", "10", "--broker", broker.info.url, "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for mode in ("each", "group"):
+        for label in ("first light on", "all lights on", "spread (all - first)"):
+            assert f"{mode}: {label}" in r.stdout, r.stdout
+    assert "one MQTT client for all 3 devices" in r.stdout
+    assert "verdict: PASS" in r.stdout
+    data = json.loads(out.read_text())
+    for mode in ("each", "group"):
+        js = data["groups"][mode]
+        assert len(js) == 10 and not any(j["missing"] for j in js)
+        assert all(j["first_on_ms"] <= j["all_on_ms"] for j in js)
+
+
+def test_run_devices_below_one_is_a_usage_error() -> None:
+    r = _lightctl("run", "--devices", "0")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --devices 0: need at least 1"
