@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from host_harness.broker.running import RunningBroker
-from host_harness.core.events import Event
+from host_harness.core.events import Event, WaitTimeout
+from host_harness.dut.fleet import start_unix_devices
 from host_harness.measure.fleet import Fleet, group_topic
 
 
@@ -149,3 +151,29 @@ def test_run_devices_below_one_is_a_usage_error() -> None:
     r = _lightctl("run", "--devices", "0")
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --devices 0: need at least 1"
+
+
+@pytest.mark.unix_only
+@pytest.mark.devices(3)
+def test_one_thread_reads_every_console(devices: Fleet) -> None:
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("console-mux") == 1, names
+    assert not [n for n in names if n.startswith("serial-reader")], names
+    gone = devices[2]
+    assert gone.unix is not None
+    gone.unix.kill()
+    with pytest.raises(WaitTimeout, match="closed"):
+        gone.log.wait_for(lambda e: False, 5, "the console of a killed device to close", gone.log.cursor)
+    assert devices[0].get().get("seq") == 0  # the others are still read
+    assert devices.journey(1).via_mqtt("ON").state == "ON"
+
+
+@pytest.mark.unix_only
+def test_the_console_thread_ends_with_the_last_device(broker: RunningBroker) -> None:
+    devs = start_unix_devices(2, broker.info, progress=False)
+    mux = [t for t in threading.enumerate() if t.name == "console-mux"]
+    assert len(mux) == 1
+    for d in devs:
+        d.close()
+    mux[0].join(5)
+    assert not mux[0].is_alive()

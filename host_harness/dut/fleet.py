@@ -17,6 +17,7 @@ from host_harness.dut import boards
 from host_harness.dut.device import Device, unix_config
 from host_harness.dut.unix_device import UnixDevice, find_micropython
 from host_harness.image import firmware_build
+from host_harness.link.console_mux import ConsoleMux
 from host_harness.link.serial_link import SerialLink
 from host_harness.measure.progress import Progress
 
@@ -38,13 +39,16 @@ def start_unix_devices(
     config: dict[str, Any] | None = None,
     concurrency: int = START_CONCURRENCY,
     progress: bool = True,
+    one_reader: bool = True,
 ) -> list[Device]:
     """``n`` Unix-port devices on ``broker``, all in ``group``, each named ``<prefix>-<k>``.
 
     Spawned in batches of ``concurrency`` and each batch waited for (booted,
     answering on its console) before the next; a progress bar on stderr. All
     from the calling thread, without worker threads: a child dies with the
-    thread that spawned it (host_harness/children.py). If one fails to start,
+    thread that spawned it (host_harness/children.py). ``one_reader``: all
+    consoles read by one thread (link.console_mux), not a pyserial thread
+    each. If one fails to start,
     those already started are stopped and the error raised.
     """
     if n < 1:
@@ -60,6 +64,7 @@ def start_unix_devices(
         firmware_build.build(find_micropython(micropython))
     bar = Progress(n, f"start {n} devices") if progress else None
     devices: list[Device] = []
+    mux = ConsoleMux() if one_reader else None
     try:
         for first in range(0, n, max(1, concurrency)):
             batch: list[UnixDevice] = []
@@ -71,7 +76,7 @@ def start_unix_devices(
                     u.start()
                 while batch:
                     u = batch[0]
-                    dev = Device(SerialLink(u.port, name="unix device"), bdef, u)
+                    dev = Device(mux.attach(u.port) if mux else SerialLink(u.port, name="unix device"), bdef, u)
                     batch.pop(0)
                     devices.append(dev)
                     dev.wait_boot()
@@ -83,6 +88,8 @@ def start_unix_devices(
     except BaseException:
         for d in devices:
             d.close()
+        if mux:
+            mux.close_if_unused()
         raise
     finally:
         if bar:

@@ -66,21 +66,24 @@ class SerialLink:
                 return
             if not chunk:
                 continue
-            now = time.monotonic_ns()
-            self.bytes_read += len(chunk)
-            for cb in self.raw_listeners:
-                cb(chunk)
-            buf += chunk
-            while True:
-                i = buf.find(b"\n")
-                if i < 0:
-                    if len(buf) > MAX_LINE:
-                        self._line(bytes(buf[:MAX_LINE]), now)  # too long for an event: noise
-                        del buf[:MAX_LINE]
-                    break
-                line = bytes(buf[:i]).strip(b"\r")
-                del buf[: i + 1]
-                self._line(line, now)
+            self._feed(buf, chunk, time.monotonic_ns())
+
+    def _feed(self, buf: bytearray, chunk: bytes, now: int) -> None:
+        """Bytes read at ``now``: added to ``buf``, every whole line in it handled."""
+        self.bytes_read += len(chunk)
+        for cb in self.raw_listeners:
+            cb(chunk)
+        buf += chunk
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > MAX_LINE:
+                    self._line(bytes(buf[:MAX_LINE]), now)  # too long for an event: noise
+                    del buf[:MAX_LINE]
+                break
+            line = bytes(buf[:i]).strip(b"\r")
+            del buf[: i + 1]
+            self._line(line, now)
 
     def _line(self, line: bytes, now: int) -> None:
         noise, data = split_event(line.decode("utf-8", "replace"))
