@@ -10,6 +10,8 @@ Options (all prefixed, so they cannot clash with other plugins' --port/--board):
   --lightctl-heapsize SIZE     Unix-port heap (default 64k)
   --lightctl-budget FILE       a latency budget TOML laid over the board's, limit by limit
   --lightctl-timeout SECONDS   wait for each confirmation (default 5)
+  --lightctl-taps              tap the command and state at the broker: the ``journey``
+                               fixture's MQTT hops are split there (measure.taps)
 
   --lightctl-link NAME         put the Unix-port device behind a packet-level link (root;
                                lan, wifi-near, wifi-wall, wifi-lossy, wifi-powersave);
@@ -49,6 +51,7 @@ from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.fleet import Fleet
 from host_harness.measure.journeys import Journeys
+from host_harness.measure.taps import TapPoint, Taps
 from host_harness.netfault import attach
 from host_harness.netfault.links import Link
 
@@ -63,6 +66,7 @@ class LightctlOptions:
     timeout: float
     budget: str | None = None
     link: str | None = None
+    taps: bool = False
     devices: list[str] = field(default_factory=list)  # every --device given; ``device`` is this worker's
 
     @property
@@ -87,6 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--lightctl-budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
     g.addoption("--lightctl-link", default=None, metavar="NAME", help="put the device behind a link profile (root)")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
+    g.addoption(
+        "--lightctl-taps", action="store_true", help="split the MQTT hops at the broker with a tap (journey fixture)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -134,6 +141,7 @@ def _options(config: pytest.Config) -> LightctlOptions:
         timeout=float(config.getoption("--lightctl-timeout")),
         budget=config.getoption("--lightctl-budget"),
         link=config.getoption("--lightctl-link"),
+        taps=bool(config.getoption("--lightctl-taps")),
         devices=devices,
     )
 
@@ -267,12 +275,24 @@ def assert_budget(latency_budget: Budget, request: pytest.FixtureRequest) -> Cal
 
 
 @pytest.fixture
-def journey(device: Device, mqtt: HostMqtt, lightctl: LightctlOptions, lightctl_link: Link | None) -> Journeys:
-    """Journeys against ``device``: ``via_mqtt``, ``via_serial``, ``button``."""
+def journey(
+    device: Device, mqtt: HostMqtt, lightctl: LightctlOptions, lightctl_link: Link | None, broker: RunningBroker
+) -> Iterator[Journeys]:
+    """Journeys against ``device``: ``via_mqtt``, ``via_serial``, ``button``; with ``--lightctl-taps``
+    their MQTT hops are split at the broker."""
     device.wait_mqtt()
     if lightctl_link is not None:
         attach.wait_across(device, mqtt)
-    return Journeys(device, mqtt, timeout=lightctl.timeout)
+    js = Journeys(device, mqtt, timeout=lightctl.timeout)
+    if not lightctl.taps:
+        yield js
+        return
+    js.taps = Taps([TapPoint("broker", broker.info)], lambda info, name: HostMqtt(info, name)).connect()
+    try:
+        js.taps.on(device.base)
+        yield js
+    finally:
+        js.taps.close()
 
 
 @pytest.fixture

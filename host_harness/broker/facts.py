@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from host_harness.broker.amqtt import AmqttBroker
+from host_harness.broker.bridge import BridgedBrokers
 from host_harness.broker.mosquitto import MosquittoBroker, mosquitto_version
 from host_harness.broker.running import RunningBroker
 from host_harness.core.events import WaitTimeout
@@ -29,6 +30,10 @@ class BrokerFacts:
 def facts(b: RunningBroker, sys_version: str | None = None) -> BrokerFacts:
     """``sys_version``: what an external broker published on $SYS/broker/version, if it did."""
     where = b.info.redacted_url()
+    if isinstance(b, BridgedBrokers):
+        cloud = facts(b.cloud)
+        local = b.local.info.redacted_url() if b.local is not None else "(not started)"
+        return BrokerFacts("mosquitto bridge", cloud.version, f"local {local} -> cloud {where}", b.latency_settings())
     if isinstance(b, MosquittoBroker):
         version = (mosquitto_version(b.executable) or "version unknown") + (
             " (tuned)" if b.tuned else " (stock settings)"

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from host_harness.broker import facts as broker_facts
+from host_harness.broker.bridge import BridgedBrokers, device_side
 from host_harness.broker.info import BrokerInfo
+from host_harness.broker.mosquitto import find_mosquitto
 from host_harness.broker.running import ExternalBroker
 from host_harness.broker.start import start_broker
 from host_harness.cli import signals, validate
@@ -22,6 +24,8 @@ from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop, command_for, open_loop_mqtt
 from host_harness.measure.progress import Progress
+from host_harness.measure.tapcost import TapCost, alternate
+from host_harness.measure.taps import TapPoint, Taps, describe_floor
 from host_harness.netfault import attach
 from host_harness.report import facts
 from host_harness.report import write as report
@@ -79,13 +83,23 @@ def measure(
     args: argparse.Namespace,
     meta: dict[str, Any] | None = None,
     runs: list[JourneyRun] | None = None,
+    taps: Taps | None = None,
 ) -> list[JourneyRun]:
     """The journeys of each kind; ``meta`` (if given) gets the clock sync's facts. Each kind's run is
-    appended to ``runs`` as it starts, so an interruption keeps what was measured."""
+    appended to ``runs`` as it starts, so an interruption keeps what was measured. With ``taps``,
+    closed-loop MQTT journeys alternate blocks with the taps on and off (their cost goes in ``meta``)."""
     runs = runs if runs is not None else []
     js = Journeys(dev, mq, timeout=args.timeout)
     clock, clock_note = clock_for(dev, mq)
     print(f"clock: {clock_note}")
+    cost = None
+    if taps is not None:
+        cost = TapCost([], [], taps.floor())
+        js.taps = taps.on(dev.base)
+        print(
+            f"taps: at {', '.join(taps.names)}; delivery to a tap (half its own round trip): "
+            f"{describe_floor(cost.floors)}"
+        )
     rng = random.Random(0)
     for i in range(args.warmup):
         st, br = command_for(i, rng)
@@ -101,13 +115,21 @@ def measure(
         try:
             if open_loop:
                 open_loop_mqtt(js, args.rate, n, clock, args.seed, bar, into=run)
+            elif kind == "mqtt" and taps is not None and cost is not None:
+                baseline = alternate(js, taps, n, clock, args.seed, bar, into=run)
+                cost.with_ms, cost.without_ms = [j.e2e_ms for j in run.journeys], [j.e2e_ms for j in baseline.journeys]
             else:
                 closed_loop(js, kind, n, clock, args.seed, bar, into=run)
         finally:
             bar.close()
     print(f"clock after the run: {clock.describe()}")
+    if taps is not None and cost is not None:
+        cost.missed = taps.missed
+        print(f"taps: {cost.describe()}")
     if meta is not None:
         meta.update(facts.clock(clock))
+        if taps is not None and cost is not None:
+            meta["taps"] = f"at {', '.join(taps.names)}: {cost.describe()}"
     return runs
 
 
@@ -172,11 +194,11 @@ def _measure_on_device(
         link = stack.enter_context(attach.open_link(link_name)) if link_name else None
         if link_name:
             meta["link"] = link_name
-        broker_cm: Any = (
-            start_broker(args.broker, **attach.broker_options(link, args.broker))
-            if checked.needs_mqtt or args.broker
-            else nullcontext(None)
-        )
+        broker_cm: Any = nullcontext(None)
+        if args.bridge:
+            broker_cm = BridgedBrokers(str(find_mosquitto()), tuned=args.broker == "mosquitto-tuned").start()
+        elif checked.needs_mqtt or args.broker:
+            broker_cm = start_broker(args.broker, **attach.broker_options(link, args.broker))
         broker = stack.enter_context(broker_cm)
         print(f"broker: {broker.describe() if broker else 'none (serial journeys only)'}")
         if link is not None:
@@ -185,7 +207,7 @@ def _measure_on_device(
         dev = open_device(
             args.device,
             board_name,
-            attach.device_broker(link, broker) if broker else None,
+            (attach.device_broker(link, broker) if link else device_side(broker)) if broker else None,
             args.micropython,
             heap,
             config=extra,
@@ -202,24 +224,35 @@ def _measure_on_device(
                 kinds.remove("button")
             meta["device"] = f"{args.device} ({info.get('platform')}), id {dev.device_id}"
             meta.update(facts.firmware(dev))
-            mq = None
+            mq, taps = None, None
             if any(k in validate.MQTT_KINDS for k in kinds):
                 dev.wait_mqtt()
                 mq = host_client(args, broker.info, "run").connect()
                 if link is not None:
                     attach.wait_across(dev, mq)
+                if args.taps:
+                    taps = Taps(tap_points(broker), lambda info, name: host_client(args, info, name)).connect()
             try:
                 if broker is None:
                     meta["broker"] = "none (serial journeys only)"
                 else:
                     said = broker_facts.sys_version(mq) if isinstance(broker, ExternalBroker) and mq else None
                     meta.update(facts.broker(broker_facts.facts(broker, said)))
-                measure(dev, mq, kinds, args, meta, runs)
+                measure(dev, mq, kinds, args, meta, runs, taps)
             finally:
+                if taps is not None:
+                    taps.close()
                 if mq is not None:
                     mq.close()
         finally:
             dev.close()
+
+
+def tap_points(broker: Any) -> list[TapPoint]:
+    """The brokers to tap, host side first: the cloud and the local one of a bridged path, or the one broker."""
+    if isinstance(broker, BridgedBrokers) and broker.local is not None:
+        return [TapPoint("cloud", broker.info), TapPoint("local", broker.local.info)]
+    return [TapPoint("broker", broker.info)]
 
 
 def _write_files(
@@ -292,6 +325,16 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         choices=list(attach.PROFILES),
         help=f"put the Unix-port device behind a packet-level link (root): {', '.join(attach.PROFILES)}",
+    )
+    p.add_argument(
+        "--taps",
+        action="store_true",
+        help="tap the command and state at each broker: split the network hops there (and measure the taps' cost)",
+    )
+    p.add_argument(
+        "--bridge",
+        action="store_true",
+        help="start a local mosquitto bridged to a cloud one: the device at the local, the host at the cloud",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
     p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")

@@ -21,6 +21,7 @@ from host_harness.broker.info import (
     BrokerInfo,
     parse_broker_url,
 )
+from host_harness.broker.mosquitto import find_mosquitto
 from host_harness.core import budgets
 from host_harness.dut import boards
 from host_harness.netfault import attach
@@ -281,9 +282,27 @@ def run_options(args: argparse.Namespace) -> Checked:
     name, bdef, warnings = common(args)
     checked = Checked(kinds, name, bdef, budget(args, name, bdef), warnings)
     warn(warnings)
+    bridge(args)
     broker(args)
     link(args)
     return checked
+
+
+def bridge(args: argparse.Namespace) -> None:
+    """``--bridge`` starts two mosquittos: it cannot use a broker given by URL or another kind."""
+    if not getattr(args, "bridge", False):
+        return
+    if args.broker not in (None, "mosquitto", "mosquitto-tuned"):
+        raise BadInput(
+            f"--bridge starts a local mosquitto bridged to a cloud one; it cannot use --broker {args.broker} "
+            "(give no --broker, or mosquitto / mosquitto-tuned)"
+        )
+    if any(getattr(args, k, None) for k in ("ca", "cert", "key")):
+        raise BadInput("--bridge runs plain MQTT on loopback; --ca/--cert/--key do not apply")
+    if getattr(args, "link", None):
+        raise BadInput(f"--bridge and --link {args.link}: not together yet (the link reaches one broker)")
+    if find_mosquitto() is None:
+        raise BadInput("--bridge needs mosquitto, and no 'mosquitto' executable was found; install it")
 
 
 def sim_options(args: argparse.Namespace) -> str:

@@ -59,7 +59,7 @@ def blame(run: JourneyRun, metric: str) -> Blame | None:
         return None
 
     def mean(h: str) -> float:
-        return sum(max(0.0, ht.hops[h]) for ht in slow) / len(slow)
+        return sum(max(0.0, ht.hops.get(h, 0.0)) for ht in slow) / len(slow)
 
     worst = max(hops, key=mean)
     total = sum(ht.journey.e2e_ms for ht in slow) / len(slow)

@@ -32,6 +32,9 @@ class Journey:
     ticks_period: int
     t_intended_ns: int | None = None  # open loop: when the schedule meant to send it
     dev_t_sense: int | None = None  # device ticks_us: a sense input saw the light change (boards with one)
+    # Tapped brokers, host side first: host ns when each delivered the command and the state to its tap
+    # (None where its tap did not see it); empty without taps.
+    taps: dict[str, tuple[int | None, int | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def e2e_ms(self) -> float:

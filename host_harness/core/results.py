@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host_harness.core import latency
-from host_harness.core.hops import HOPS, ClockMap, HopTimes, split
+from host_harness.core.hops import HOPS, UNTAPPED_HOPS, ClockMap, HopTimes, split
 from host_harness.core.journey import Journey
 
 
@@ -28,7 +28,11 @@ class JourneyRun:
         """Hops with any time in them (host_queue only in open loop, device_sense with a sense input)."""
         out = []
         for h in HOPS:
-            if h in ("host_queue", "device_sense") and all(ht.hops[h] == 0 for ht in self.hop_times):
+            if self.hop_times and not any(h in ht.hops for ht in self.hop_times):
+                continue  # e.g. host_to_device of a tapped run, split at the brokers
+            if not self.hop_times and h not in UNTAPPED_HOPS:
+                continue
+            if h in ("host_queue", "device_sense") and all(ht.hops.get(h, 0) == 0 for ht in self.hop_times):
                 continue
             out.append(h)
         return out
@@ -37,12 +41,12 @@ class JourneyRun:
         return latency.summarize(j.e2e_ms for j in self.journeys)
 
     def hop(self, name: str) -> latency.Summary:
-        return latency.summarize(max(0.0, ht.hops[name]) for ht in self.hop_times)
+        """A hop over the journeys that have it (a journey a tap missed has its hops unsplit)."""
+        return latency.summarize(max(0.0, ht.hops[name]) for ht in self.hop_times if name in ht.hops)
 
     def hop_mean(self, name: str) -> float:
-        if not self.hop_times:
-            return float("nan")
-        return sum(ht.hops[name] for ht in self.hop_times) / len(self.hop_times)
+        xs = [ht.hops[name] for ht in self.hop_times if name in ht.hops]
+        return sum(xs) / len(xs) if xs else float("nan")
 
     def sent(self) -> int:
         return len(self.journeys) + len(self.lost)

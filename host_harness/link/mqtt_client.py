@@ -54,6 +54,7 @@ class HostMqtt:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = self._on_socket_open
+        self.client.on_unsubscribe = self._on_subscribe  # an UNSUBACK sets the same kind of event
 
     @staticmethod
     def _on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -113,6 +114,18 @@ class HostMqtt:
             raise ConnectionError(f"subscribe to {topic} failed: {paho.error_string(rc)}")
         if not done.wait(timeout):
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for SUBACK of {topic}")
+
+    def unsubscribe(self, topic: str, timeout: float = 10.0) -> None:
+        """Unsubscribe and wait for the UNSUBACK (after it, the broker sends nothing more on ``topic``)."""
+        done = threading.Event()
+        with self._lock:
+            self._subs.pop(topic, None)
+            rc, mid = self.client.unsubscribe(topic)
+            self._subacks[mid] = done
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"unsubscribe from {topic} failed: {paho.error_string(rc)}")
+        if not done.wait(timeout):
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for UNSUBACK of {topic}")
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 0, retain: bool = False) -> int:
         """Publish; returns time.monotonic_ns() just before handing it to paho."""

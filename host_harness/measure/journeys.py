@@ -12,6 +12,7 @@ import time
 from host_harness.core.journey import Journey, journey_from_event, set_command
 from host_harness.dut.device import CommandError, Device
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.taps import Taps
 
 SIM_HOLD_MS = 50  # firmware/board_unix.py press(): how long the simulated button is held
 
@@ -25,6 +26,15 @@ class Journeys:
         self.mqtt = mqtt
         self.timeout = timeout
         self._subscribed = False
+        self.taps: Taps | None = None  # subscribed taps split the network hops at each broker
+
+    def tap_marks(self) -> list[int]:
+        return self.taps.marks() if self.taps is not None and self.taps.active else []
+
+    def tapped(self, j: Journey, marks: list[int], command: bool = True) -> Journey:
+        if self.taps is not None and marks:
+            self.taps.stamp(j, marks, self.device.base, command)
+        return j
 
     @property
     def period(self) -> int:
@@ -54,7 +64,7 @@ class Journeys:
         mq = self._need_mqtt()
         cid = cmd_id or self.device.ids()
         state_t, error_t, ack_t = self.topic("state"), self.topic("error"), self.topic("ack")
-        since = mq.log.cursor
+        since, marks = mq.log.cursor, self.tap_marks()
         t = mq.publish(self.topic("set"), json.dumps(set_command(state, brightness, cid)))
         ev = mq.log.wait_for(
             lambda e: e.topic in (state_t, ack_t, error_t) and e.get("id") == cid,
@@ -64,7 +74,7 @@ class Journeys:
         )
         if ev.topic == error_t:
             raise CommandError(ev)
-        return journey_from_event("mqtt", cid, t, ev, self.period)
+        return self.tapped(journey_from_event("mqtt", cid, t, ev, self.period), marks)
 
     def via_serial(
         self,
@@ -83,7 +93,7 @@ class Journeys:
         """Press the button (over serial); wait for the new state on MQTT."""
         mq = self._need_mqtt()
         state_t = self.topic("state")
-        since = mq.log.cursor
+        since, marks = mq.log.cursor, self.tap_marks()
         last_seq = int(self.device.get().get("seq", 0))
         t, _ack = self.device.request("press", timeout or self.timeout)
         ev = mq.log.wait_for(
@@ -92,7 +102,7 @@ class Journeys:
             f"a button state change after seq {last_seq} on {state_t}",
             since,
         )
-        j = journey_from_event("button", str(ev.get("id")), t, ev, self.period)
+        j = self.tapped(journey_from_event("button", str(ev.get("id")), t, ev, self.period), marks, command=False)
         # The simulated press holds, releases and lets the debouncer re-arm
         # before another press can count: wait for that outside the timing,
         # or the next press would queue behind this one.

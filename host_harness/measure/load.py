@@ -92,7 +92,7 @@ def open_loop_mqtt(
     rng = random.Random(seed)
     run = into if into is not None else JourneyRun("mqtt", f"open@{rate:g}/s")
     state_t, set_t = js.topic("state"), js.topic("set")
-    since = mq.log.cursor
+    since, marks = mq.log.cursor, js.tap_marks()
     sent: dict[str, tuple[int, int]] = {}
     order: list[str] = []
     interval = 1e9 / rate
@@ -132,7 +132,7 @@ def open_loop_mqtt(
         t_int, t_send = sent[cid]
         j = journey_from_event("mqtt", cid, t_send, ev, js.period)
         j.t_intended_ns = t_int
-        run.add(j, clock)
+        run.add(js.tapped(j, marks), clock)
     seen = Counter(str(e.get("id")) for e in mq.log.events(since) if e.topic == state_t and e.get("id") in sent)
     run.duplicated = sorted(cid for cid, n in seen.items() if n > 1)
     run.lost = [cid for cid in order if cid in missing]
