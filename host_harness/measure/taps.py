@@ -1,8 +1,10 @@
 """Taps: a client on the host clock at each broker on the path, to split the network hops there.
 
 A tap is an MQTT client subscribed at QoS 0 to a device's command and state
-topics (``<base>/set``, ``<base>/state``) on one broker. The moment a message
-reaches it (``time.monotonic_ns()`` on arrival, the clock the journeys use)
+topics (``<base>/set``, ``<base>/state``) on one broker, in the measuring
+process (a tap in a process of its own cost more on a 2-core host: the extra
+process competes for the cores with the broker and the device). The moment a
+message reaches it (``time.monotonic_ns()`` on arrival, the clock the journeys use)
 stands for "the broker forwarded it". It is later than that by the broker's
 delivery to the tap, which the taps measure (:meth:`Taps.floor`: half the
 round trip of a tap publishing to itself through the same broker) and the
@@ -11,7 +13,7 @@ report states as each tap's uncertainty.
     taps = Taps([TapPoint("broker", broker.info)], make_client).connect()
     taps.on(device.base)                  # subscribed: journeys get tap times
     journeys.taps = taps                  # measure.journeys stamps each journey
-    taps.off(device.base)                 # unsubscribed: costs the broker nothing
+    taps.off()                            # unsubscribed: costs the broker nothing
 """
 
 from __future__ import annotations
