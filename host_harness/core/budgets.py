@@ -251,7 +251,7 @@ def diagnose_breaches(run: JourneyRun, breaches: list[Breach]) -> list[str]:
         if scope == "total":
             samples, where = [j.e2e_ms for j in run.journeys], "end-to-end"
         else:
-            samples, where = [ht.hops[scope] for ht in run.hop_times], scope
+            samples, where = run.hop_samples(scope), scope
         out += [f"{where}: {line}" for line in explain(samples)]
     return out
 

@@ -104,6 +104,21 @@ CONTAINS_ALL = {
 }
 
 
+# The tapped hops an unsplit network hop is made of, so a limit on it still holds in a tapped run.
+SPLIT_INTO = {
+    "host_to_device": ("host_to_broker", "broker_to_device", "host_to_cloud", "cloud_to_local", "local_to_device"),
+    "device_to_host": ("device_to_broker", "broker_to_host", "device_to_local", "local_to_cloud", "cloud_to_host"),
+}
+
+
+def hop_ms(hops: dict[str, float], name: str) -> float | None:
+    """A journey's time in hop ``name``: an unsplit network hop is the sum of its tapped parts; None if absent."""
+    if name in hops:
+        return hops[name]
+    parts = [hops[h] for h in SPLIT_INTO.get(name, ()) if h in hops]
+    return sum(parts) if parts else None
+
+
 def covers(kind: str, hop: str) -> str:
     """What a hop of a ``kind`` journey contains: where to look when it is slow."""
     return CONTAINS.get(kind, {}).get(hop) or CONTAINS_ALL.get(hop, "")

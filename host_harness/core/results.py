@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host_harness.core import latency
-from host_harness.core.hops import HOPS, UNTAPPED_HOPS, ClockMap, HopTimes, split
+from host_harness.core.hops import HOPS, UNTAPPED_HOPS, ClockMap, HopTimes, hop_ms, split
 from host_harness.core.journey import Journey
 
 
@@ -42,10 +42,14 @@ class JourneyRun:
 
     def hop(self, name: str) -> latency.Summary:
         """A hop over the journeys that have it (a journey a tap missed has its hops unsplit)."""
-        return latency.summarize(max(0.0, ht.hops[name]) for ht in self.hop_times if name in ht.hops)
+        return latency.summarize(max(0.0, x) for x in self.hop_samples(name))
+
+    def hop_samples(self, name: str) -> list[float]:
+        """The hop's time in each journey that has it (host_to_device of a tapped journey: its parts' sum)."""
+        return [x for x in (hop_ms(ht.hops, name) for ht in self.hop_times) if x is not None]
 
     def hop_mean(self, name: str) -> float:
-        xs = [ht.hops[name] for ht in self.hop_times if name in ht.hops]
+        xs = self.hop_samples(name)
         return sum(xs) / len(xs) if xs else float("nan")
 
     def sent(self) -> int:
