@@ -18,7 +18,7 @@ from host_harness.core.diagnose import (
     diagnose,
     explain,
 )
-from host_harness.core.hops import HOPS, HopTimes
+from host_harness.core.hops import UNTAPPED_HOPS, HopTimes
 from host_harness.core.journey import Journey
 from host_harness.core.results import JourneyRun
 
@@ -95,7 +95,7 @@ def _run_of(e2e_ms: list[float]) -> JourneyRun:
         ns = int(ms * 1e6)
         j = Journey("mqtt", f"c{i}", i, "ON", 255, "mqtt", 0, ns, 0, 0, 0, 2**30)
         run.journeys.append(j)
-        run.hop_times.append(HopTimes(j, {h: (ms if h == "host_to_device" else 0.0) for h in HOPS}))
+        run.hop_times.append(HopTimes(j, {h: (ms if h == "host_to_device" else 0.0) for h in UNTAPPED_HOPS}))
     return run
 
 
