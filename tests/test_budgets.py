@@ -52,9 +52,8 @@ def test_synced_hops_agree_with_the_true_clock(journey: Journeys, device: Device
     for kind in ("mqtt", "serial", "button"):
         run = closed_loop(journey, kind, 5, device_clock)
         assert len(run.journeys) == 5, run.lost
-        assert check_hops_against_truth(run.hop_times, truth, device_clock.model.error_bound_us) == 5 * len(
-            UNTAPPED_HOPS
-        )
+        checked = check_hops_against_truth(run.hop_times, truth, device_clock.model.error_bound_us)
+        assert checked == sum(len(ht.hops) for ht in run.hop_times) >= 5 * len(UNTAPPED_HOPS)
 
 
 def _pytest(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
