@@ -33,7 +33,8 @@ class App:
             clock.emulate(t.get("period"), t.get("start"))
         self.bdef = b
         self.device_id = cfg["device_id"]
-        self.light = light.Light(board.output(b))
+        o = board.output(b)
+        self.light = light.Light(o, board.sense(b, o))
         self.boot_id = "%02x%02x" % tuple(os.urandom(2))
         self.local_n = 0
         self.store = None
@@ -99,10 +100,10 @@ class App:
         # With a sense input, the report waits for the light to show (up to
         # the board's timeout_ms): t_sense, or "sense":"missed".
         light = self.light
-        s = light.output.sense
+        s = light.sense
         if s is None:
             return body
-        return light.sensed(await s.seen(light.on, light.t_pin))
+        return light.sensed(body, await s.seen(light.on, light.t_pin))
 
     async def _tell(self, body, origin):
         # Every link hears of the change, origin first, each report written at
@@ -154,7 +155,8 @@ class App:
             ev.clear()
             while self.presses:
                 try:
-                    await board.press(btn.pin, btn.active_low)
+                    # started only when the board layer has press()
+                    await board.press(btn.pin, btn.active_low)  # pyright: ignore[reportOptionalCall]
                     await asyncio.sleep_ms(btn.debounce_ms + 5)
                 except Exception as e:
                     gc.collect()
@@ -208,7 +210,7 @@ class App:
             import timesync
 
             await timesync.ensure(self)
-        await self.mqtt.client.run()
+        await self.mqtt.client.run()  # pyright: ignore[reportOptionalMemberAccess]  # started only with an MQTT link
 
     async def _supervise(self, name, job):
         """Run job() (a coroutine function) for good: a failure is reported
@@ -243,7 +245,8 @@ class App:
         sv = self._supervise
         jobs = [sv("serial", self.serial.run)]
         if self.store:
-            jobs.append(sv("store", lambda: self.store.run(self.light, self.serial.status)))
+            store = self.store
+            jobs.append(sv("store", lambda: store.run(self.light, self.serial.status)))
         if self.button:
             jobs.append(sv("button", self.button.run))
             if board.press is not None:
@@ -260,7 +263,7 @@ class App:
         # alive and run on every edge while the REPL has the board.
         if self.button:
             self.button.deinit(board.irq_detach)
-        s = self.light.output.sense
+        s = self.light.sense
         if s:
             s.deinit(board.irq_detach)
         if self.mqtt:
@@ -288,4 +291,4 @@ def main(path=None):
         asyncio.new_event_loop()
         # The task that was running when the firmware stopped (Ctrl-C) would
         # keep the whole App alive: let it go, so the REPL gets the RAM back.
-        asyncio.core.cur_task = None
+        asyncio.core.cur_task = None  # pyright: ignore[reportAttributeAccessIssue]  # asyncio internals: not in the stubs

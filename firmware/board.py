@@ -23,15 +23,19 @@ SIMULATED = impl.press is not None
 
 
 def output(bdef):
-    o = impl.Output(bdef.get("output", {}))
-    o.sense = None
-    d = bdef.get("sense")
-    if d:
-        from sense import Sense
+    return impl.Output(bdef.get("output", {}))
 
-        o.sense = Sense(impl.sense_pin(d, o), bool(d.get("active_low", False)), d.get("timeout_ms", 50), impl.Flag)
-        impl.button_irq(o.sense.pin, o.sense.irq)
-    return o
+
+def sense(bdef, o):
+    """The board's sense input watching output o, or None."""
+    d = bdef.get("sense")
+    if not d:
+        return None
+    from sense import Sense
+
+    s = Sense(impl.sense_pin(d, o), bool(d.get("active_low", False)), d.get("timeout_ms", 50), impl.Flag)
+    impl.button_irq(s.pin, s.irq)
+    return s
 
 
 def button_pin(bdef):

@@ -22,10 +22,11 @@ class Output:
             self.pwm = PWM(self.pin, freq=d.get("freq", 1000), duty_u16=65535 if self.active_low else 0)
 
     def write(self, on, brightness):
-        if self.pwm_mode:
+        pwm = self.pwm
+        if pwm:
             d = brightness * 257 if on else 0
             self.duty = 65535 - d if self.active_low else d
-            self.pwm.duty_u16(self.duty)
+            pwm.duty_u16(self.duty)
         else:
             v = 1 if on != self.active_low else 0
             self.duty = 65535 if v else 0
@@ -37,7 +38,8 @@ class Output:
 
 def _input(d, pull):
     p = Pin.PULL_UP if pull == "up" else (Pin.PULL_DOWN if pull == "down" else None)
-    return Pin(d["pin"], Pin.IN, p)
+    # pull=None (no pull) is what the port takes; the stubs type it int only.
+    return Pin(d["pin"], Pin.IN, p)  # pyright: ignore[reportArgumentType]
 
 
 def sense_pin(d, output):

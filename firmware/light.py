@@ -26,8 +26,9 @@ def _key(cmd_id):
 
 
 class Light:
-    def __init__(self, output):
+    def __init__(self, output, sense=None):
         self.output = output
+        self.sense = sense  # a Sense watching the output, or None
         self.on = False
         self.brightness = 255
         self.seq = 0
@@ -60,7 +61,7 @@ class Light:
                 self.brightness = brightness
                 if state is None:
                     on = True  # Home Assistant: a brightness alone turns it on
-        s = self.output.sense
+        s = self.sense
         if s:
             s.arm()
         self.output.write(on, self.brightness)
@@ -77,9 +78,10 @@ class Light:
             struct.pack_into("<IBBqq", self.seen, off + 8, self.seq, f, self.brightness, t_rx, t_pin)
         return self.last
 
-    def sensed(self, t):
-        """Add what the sense input saw (its ticks, or missed) to the last event."""
-        self.last += ',"t_sense":%d' % t if t else ',"sense":"missed"'
+    def sensed(self, body, t):
+        """The event body with what the sense input saw (its ticks, or
+        missed); it becomes the last event."""
+        self.last = body + (',"t_sense":%d' % t if t else ',"sense":"missed"')
         return self.last
 
     def toggle(self, cmd_id, t_rx):

@@ -12,7 +12,7 @@ MAX_BRACKETS = 8  # a command is one flat object; deeper input is refused unpars
 STATE_FIELDS = ("state", "brightness", "id")
 
 try:
-    json.loads(memoryview(b"0"))
+    json.loads(memoryview(b"0"))  # pyright: ignore[reportArgumentType]  # MicroPython's json reads any buffer
     _IN_PLACE = True  # json parses any buffer (MicroPython 1.20 and later)
 except Exception:
     _IN_PLACE = False
@@ -89,7 +89,7 @@ def decode(data, n=-1):
     if k < 0 or view[k] != 125:  # "}"
         raise BadInput("bad_json", "a command must end with }")
     try:
-        obj = json.loads(view if _IN_PLACE else bytes(view))
+        obj = json.loads(view if _IN_PLACE else bytes(view))  # pyright: ignore[reportArgumentType]  # see _IN_PLACE
     except ValueError:  # not MemoryError: that is no fault of the input
         raise BadInput("bad_json", "input is not valid JSON")
     if not isinstance(obj, dict):
