@@ -210,7 +210,11 @@ class App:
             import timesync
 
             await timesync.ensure(self)
-        await self.mqtt.client.run()  # pyright: ignore[reportOptionalMemberAccess]  # started only with an MQTT link
+        c = self.mqtt.client  # pyright: ignore[reportOptionalMemberAccess]  # started only with an MQTT link
+        try:
+            await c.run()
+        finally:
+            c._close()  # a restart after a failure starts from a closed link
 
     async def _supervise(self, name, job):
         """Run job() (a coroutine function) for good: a failure is reported
