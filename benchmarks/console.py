@@ -18,10 +18,10 @@ import tempfile
 import time
 from typing import Any
 
-from host_harness import boards
-from host_harness.device import Device, open_device
-from host_harness.events import WaitTimeout
-from host_harness.table import render
+from host_harness.core.events import WaitTimeout
+from host_harness.core.table import render
+from host_harness.dut import boards
+from host_harness.dut.device import Device, open_device
 
 EMULATIONS: dict[str, dict[str, Any] | None] = {
     "none": None,
