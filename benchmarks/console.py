@@ -3,8 +3,8 @@
 1. a burst of N set commands written at once to the emulated ESP32 console
    (388-byte buffer, 115200 baud, paced output): with the host's window off,
    then on — commands confirmed, lost, errors, and the time to the last reply;
-2. serial journeys (closed loop) with no console emulation, with the default
-   emulation (input at the baud rate) and with paced output too — p50/p99 and
+2. serial journeys (closed loop) with no console emulation, with the input
+   at the baud rate only and with paced output too — p50/p99 and
    the ratio to the unemulated p50.
 
     python benchmarks/console.py [--burst 200] [--count 200]
@@ -25,7 +25,7 @@ from host_harness.dut.device import Device, open_device
 
 EMULATIONS: dict[str, dict[str, Any] | None] = {
     "none": None,
-    "input at 115200 (default)": {"rx_bytes": 388, "baud": 115200, "paced_output": False},
+    "input only at 115200": {"rx_bytes": 388, "baud": 115200, "paced_output": False},
     "input and output at 115200": {"rx_bytes": 388, "baud": 115200, "paced_output": True},
 }
 
