@@ -13,7 +13,7 @@ the midpoint). The skew column is one fit over all of that transport's
 rounds (the true skew is 0: one clock). "map err" is the worst error of any
 pong's device stamps mapped back to host time by its round's model.
 
-    python benchmarks/clock_sync.py [--n 200] [--rounds 5] [--broker URL] [--heapsize 64k] [--truth-heapsize 256k]
+    python benchmarks/clock_sync.py [--n 200] [--rounds 5] [--broker URL] [--heapsize 80k] [--truth-heapsize 256k]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from host_harness.core.clocktruth import UnixClockTruth
 from host_harness.core.table import render
 from host_harness.dut import boards
 from host_harness.dut.device import open_device
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import ClockSync, unix_clock_truth
 from host_harness.measure.progress import Progress
@@ -135,7 +136,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="sync rounds per clock and transport")
     ap.add_argument("--interval", type=float, default=0.002, help="seconds between pings")
     ap.add_argument("--broker", default=None)
-    ap.add_argument("--heapsize", default="64k", help="device heap (native clock)")
+    ap.add_argument("--heapsize", default=DEFAULT_HEAPSIZE, help="device heap (native clock)")
     ap.add_argument("--truth-heapsize", default="256k", help="device heap (emulated clock: room for the REPL)")
     args = ap.parse_args()
     rows: list[list[object]] = []

@@ -22,6 +22,7 @@ from host_harness.core import latency
 from host_harness.core.results import JourneyRun
 from host_harness.core.table import render
 from host_harness.dut.device import Device, open_device
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.floor import floor_ms
@@ -85,7 +86,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--broker", default=None)
-    ap.add_argument("--heapsize", default="64k")
+    ap.add_argument("--heapsize", default=DEFAULT_HEAPSIZE)
     ap.add_argument("--rates", default="10,100,1000")
     ap.add_argument("--devices", default="1,10,50")
     ap.add_argument("--per-device", type=int, default=100)

@@ -41,7 +41,7 @@ from host_harness.broker.start import start_broker
 from host_harness.core import latency
 from host_harness.core.table import render
 from host_harness.dut.device import open_device
-from host_harness.dut.unix_device import find_micropython
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, find_micropython
 from host_harness.measure.progress import Progress
 
 UMQTT = "micropython-umqtt.simple"
@@ -78,7 +78,10 @@ def naive_light(info: BrokerInfo, base: str, heapsize: str) -> Iterator[None]:
         env = dict(os.environ, MICROPYPATH=f"{lib}:.frozen")
         proc = children.spawn(
             [find_micropython(), "-X", f"heapsize={heapsize}", str(NAIVE), str(cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
         try:
             assert proc.stdout is not None
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=100, help="journeys per row and device (default 100)")
     p.add_argument("--spacing-ms", type=float, default=200.0, help="the spaced schedule's gap (default 200)")
-    p.add_argument("--heapsize", default="64k")
+    p.add_argument("--heapsize", default=DEFAULT_HEAPSIZE)
     a = p.parse_args(argv)
     try:
         umqtt_dir()
@@ -167,19 +170,29 @@ def main(argv: list[str] | None = None) -> int:
                         for label, gap in schedules:
                             n = measure(theirs, a.count, gap, f"n-{kind}-{gap}", bar)
                             o = measure(ours, a.count, gap, f"o-{kind}-{gap}", bar)
-                            rows.append([
-                                f"{'stock' if kind == 'mosquitto' else 'tuned'}, {label}",
-                                n.p50, n.p99, o.p50, o.p99, f"{o.p50 / n.p50:.2f}x", f"{o.p99 / n.p99:.2f}x",
-                            ])
+                            rows.append(
+                                [
+                                    f"{'stock' if kind == 'mosquitto' else 'tuned'}, {label}",
+                                    n.p50,
+                                    n.p99,
+                                    o.p50,
+                                    o.p99,
+                                    f"{o.p50 / n.p50:.2f}x",
+                                    f"{o.p99 / n.p99:.2f}x",
+                                ]
+                            )
                     finally:
                         ours.close()
                         theirs.close()
             finally:
                 dev.close()
     bar.close()
-    print(render(
-        ["broker, schedule", "umqtt.simple p50", "p99", "lightctl p50", "p99", "p50 ratio", "p99 ratio"], rows,
-    ))
+    print(
+        render(
+            ["broker, schedule", "umqtt.simple p50", "p99", "lightctl p50", "p99", "p50 ratio", "p99 ratio"],
+            rows,
+        )
+    )
     print("ms, one paho client timing set -> state with the same id; ratio = lightctl / umqtt.simple (<= 1 is better)")
     return 0
 

@@ -1,9 +1,9 @@
-"""Soak: 100 000 commands with random faults under -X heapsize=64k.
+"""Soak: 100 000 commands with random faults under the default Unix-port heap.
 
 The soak itself is ``host_harness.measure.soak`` (see there for what it sends
 and checks); this script starts a broker and a Unix-port device and runs it.
 
-    python benchmarks/soak.py [--commands 100000] [--seed N] [--heapsize 64k] [--broker URL]
+    python benchmarks/soak.py [--commands 100000] [--seed N] [--heapsize 80k] [--broker URL]
 
 ``tests/test_soak.py`` runs a short version of the same soak.
 """
@@ -16,6 +16,7 @@ import sys
 
 from host_harness.broker.start import start_broker
 from host_harness.dut.device import open_device
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.progress import Progress
 from host_harness.measure.soak import Soak
@@ -27,7 +28,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--batch", type=int, default=100, help="commands written before each barrier")
     ap.add_argument("--sample-every", type=int, default=5000, help="commands between heap samples")
-    ap.add_argument("--heapsize", default="64k")
+    ap.add_argument("--heapsize", default=DEFAULT_HEAPSIZE)
     ap.add_argument("--broker", default=None, help="mqtt://... or mosquitto / amqtt (default: mosquitto if installed)")
     ap.add_argument("--no-mqtt", action="store_true", help="serial only, no broker")
     args = ap.parse_args()

@@ -1,8 +1,10 @@
 # The light controller: wires the board, the light, the button and the links.
 import asyncio
 import gc
+import json
 import os
 import sys
+import time
 
 from micropython import const
 
@@ -11,11 +13,13 @@ import clock
 import config
 import light
 from button import Button
-from protocol import BadInput
 from serial_link import SerialLink
 
 VERSION = "0.1.0"
 _PRESSES = const(64)  # simulated presses queued at most (a count: no RAM per press); more: busy
+_RESTART_MS = const(500)  # a failed task's first restart delay; doubled per failure
+_RESTART_MAX_MS = const(30000)
+_HEALTHY_MS = const(60000)  # a task that ran this long before failing starts again at _RESTART_MS
 
 
 class App:
@@ -29,7 +33,8 @@ class App:
             clock.emulate(t.get("period"), t.get("start"))
         self.bdef = b
         self.device_id = cfg["device_id"]
-        self.light = light.Light(board.output(b))
+        o = board.output(b)
+        self.light = light.Light(o, board.sense(b, o))
         self.boot_id = "%02x%02x" % tuple(os.urandom(2))
         self.local_n = 0
         self.store = None
@@ -49,6 +54,7 @@ class App:
             self.mqtt = MqttLink(self, cfg)
             self.links = [self.mqtt, self.serial]  # MQTT first: the user's view
         self.button = None
+        self.wdt = None
         self.presses = 0  # simulated presses queued, the one under way included
         self._press_ev = asyncio.Event()
         bp = board.button_pin(b)
@@ -85,9 +91,19 @@ class App:
                     await origin.report(body)
                 return
         body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx, cmd_id is not None)
+        body = await self._sensed(body)
         if self.store:
             self.store.flag.set()  # written to flash a little later
         await self._tell(body, origin)
+
+    async def _sensed(self, body):
+        # With a sense input, the report waits for the light to show (up to
+        # the board's timeout_ms): t_sense, or "sense":"missed".
+        light = self.light
+        s = light.sense
+        if s is None:
+            return body
+        return light.sensed(body, await s.seen(light.on, light.t_pin))
 
     async def _tell(self, body, origin):
         # Every link hears of the change, origin first, each report written at
@@ -106,13 +122,13 @@ class App:
     async def on_button(self, t_edge):
         try:
             # Local first: the pin is written before any network is touched.
-            body = self.light.toggle(self.new_id("button"), t_edge)
+            body = await self._sensed(self.light.toggle(self.new_id("button"), t_edge))
             if self.store:
                 self.store.flag.set()
             await self._tell(body, None)
         except Exception as e:  # incl. MemoryError: the button keeps working
             gc.collect()
-            self.serial.error(BadInput("internal", type(e).__name__))
+            self.fault("internal", type(e).__name__, "button")
 
     def press(self):
         """A button press requested over the serial link: True, or False
@@ -139,18 +155,24 @@ class App:
             ev.clear()
             while self.presses:
                 try:
-                    await board.press(btn.pin, btn.active_low)
+                    # started only when the board layer has press()
+                    await board.press(btn.pin, btn.active_low)  # pyright: ignore[reportOptionalCall]
                     await asyncio.sleep_ms(btn.debounce_ms + 5)
                 except Exception as e:
                     gc.collect()
-                    self.serial.error(BadInput("internal", type(e).__name__))
+                    self.fault("internal", type(e).__name__, "button")
                 self.presses -= 1
+
+    def fault(self, code, msg, src, extra=""):
+        """An error of the device's own (no command caused it): one console
+        line with its src, so the host never takes it for a reply."""
+        self.serial.write('{"ev":"error","code":"%s","msg":%s,"src":"%s"%s}' % (code, json.dumps(msg), src, extra))
 
     def info_json(self, cmd_id, mem_free, mem_alloc):
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -164,42 +186,94 @@ class App:
                 mem_alloc,
                 self.mqtt_status(),
                 "true" if board.SIMULATED else "false",
+                self.serial.console.window,
             )
         )
 
     def boot_json(self):
-        return '{"ev":"boot","version":"%s","board":"%s","device_id":"%s","ticks_period":%d,"ticks":%d}' % (
+        return '{"ev":"boot","version":"%s","board":"%s","device_id":"%s","ticks_period":%d,"ticks":%d,"rx_window":%d}' % (
             VERSION,
             self.bdef.get("name", "?"),
             self.device_id,
             clock.PERIOD,
             clock.now(),
+            self.serial.console.window,
         )
 
     async def _mqtt(self):
         while not await board.network_up(self.cfg):
             self.serial.status("wifi", "down")
             await asyncio.sleep(5)
-        await self.mqtt.client.run()
+        if self.cfg["mqtt"].get("tls"):
+            # Certificates are checked against the RTC, which reads 2000-01-01
+            # after power-on: the time is set before the first TLS connect.
+            import timesync
+
+            await timesync.ensure(self)
+        c = self.mqtt.client  # pyright: ignore[reportOptionalMemberAccess]  # started only with an MQTT link
+        try:
+            await c.run()
+        finally:
+            c._close()  # a restart after a failure starts from a closed link
+
+    async def _supervise(self, name, job):
+        """Run job() (a coroutine function) for good: a failure is reported
+        and the job started again after a backoff, and no other task is
+        touched. Ctrl-C (KeyboardInterrupt) is no failure: it stops all."""
+        delay = _RESTART_MS
+        while True:
+            t0 = time.ticks_ms()
+            try:
+                await job()
+                return
+            except Exception as e:
+                gc.collect()
+                if time.ticks_diff(time.ticks_ms(), t0) >= _HEALTHY_MS:
+                    delay = _RESTART_MS
+                self.fault("task_failed", "%s: %s" % (type(e).__name__, e), "task", ',"task":"%s","restart_ms":%d' % (name, delay))
+            await asyncio.sleep_ms(delay)
+            delay = min(delay * 2, _RESTART_MAX_MS)
+
+    async def _feed(self, wdt):
+        # Fed by the loop itself: a loop stuck for the watchdog's timeout
+        # (a blocking call, a task that never yields) resets the board.
+        ms = self.bdef.get("wdt_ms", 10000) // 4 or 1
+        while True:
+            wdt.feed()
+            await asyncio.sleep_ms(ms)
 
     async def run(self):
         self.serial.write(self.boot_json())
         if self.light.last:  # the state restored at power-on
             await self.serial.report(self.light.last)
-        tasks = [asyncio.create_task(self.serial.run())]
+        sv = self._supervise
+        jobs = [sv("serial", self.serial.run)]
         if self.store:
-            tasks.append(asyncio.create_task(self.store.run(self.light, self.serial.status)))
+            store = self.store
+            jobs.append(sv("store", lambda: store.run(self.light, self.serial.status)))
         if self.button:
-            tasks.append(asyncio.create_task(self.button.run()))
+            jobs.append(sv("button", self.button.run))
             if board.press is not None:
-                tasks.append(asyncio.create_task(self._press_run(self.button)))
+                jobs.append(sv("press", lambda: self._press_run(self.button)))
         if self.mqtt:
-            tasks.append(asyncio.create_task(self._mqtt()))
-        await asyncio.gather(*tasks)
+            jobs.append(sv("mqtt", self._mqtt))
+        self.wdt = board.watchdog(self.bdef)
+        if self.wdt:
+            jobs.append(self._feed(self.wdt))
+        await asyncio.gather(*[asyncio.create_task(j) for j in jobs])
 
     def close(self):
+        # Detach every IRQ: a handler left attached would keep the App
+        # alive and run on every edge while the REPL has the board.
+        if self.button:
+            self.button.deinit(board.irq_detach)
+        s = self.light.sense
+        if s:
+            s.deinit(board.irq_detach)
         if self.mqtt:
             self.mqtt.client._close()
+        if self.wdt:
+            board.watchdog_park(self.wdt)
 
 
 def main(path=None):
@@ -221,4 +295,4 @@ def main(path=None):
         asyncio.new_event_loop()
         # The task that was running when the firmware stopped (Ctrl-C) would
         # keep the whole App alive: let it go, so the REPL gets the RAM back.
-        asyncio.core.cur_task = None
+        asyncio.core.cur_task = None  # pyright: ignore[reportAttributeAccessIssue]  # asyncio internals: not in the stubs

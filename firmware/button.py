@@ -63,3 +63,6 @@ class Button:
             if not self.pressed():
                 return
             await self.flag.wait()
+
+    def deinit(self, detach):
+        detach(self.pin)

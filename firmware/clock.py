@@ -6,7 +6,8 @@
 # through diff(), never through plain subtraction.
 import time
 
-_native_period = time.ticks_add(0, -1) + 1
+# The stubs type ticks as opaque values; the period is found by arithmetic on them.
+_native_period = time.ticks_add(0, -1) + 1  # pyright: ignore[reportArgumentType, reportOperatorIssue]
 PERIOD = _native_period
 _mask = PERIOD - 1
 _half = PERIOD >> 1
@@ -17,7 +18,7 @@ diff = time.ticks_diff
 
 
 def _now_emulated():
-    return (time.ticks_us() + _off) & _mask
+    return (time.ticks_us() + _off) & _mask  # pyright: ignore[reportOperatorIssue]  # masked to the emulated period
 
 
 def _diff_emulated(a, b):

@@ -26,12 +26,14 @@ def _key(cmd_id):
 
 
 class Light:
-    def __init__(self, output):
+    def __init__(self, output, sense=None):
         self.output = output
+        self.sense = sense  # a Sense watching the output, or None
         self.on = False
         self.brightness = 255
         self.seq = 0
         self.last = None  # body of the last event (without t_tx)
+        self.t_pin = 0
         self.seen = bytearray(_SEEN * _SLOT)
         self.seen_i = 0
         output.write(False, self.brightness)
@@ -59,24 +61,27 @@ class Light:
                 self.brightness = brightness
                 if state is None:
                     on = True  # Home Assistant: a brightness alone turns it on
-        s = self.output.sense
+        s = self.sense
         if s:
-            s.edges = 0
+            s.arm()
         self.output.write(on, self.brightness)
         t_pin = clock.now()
+        self.t_pin = t_pin
         self.on = on
         self.seq += 1
         self.last = EVENT % (self.seq, cmd_id, src, ON if on else OFF, self.brightness, t_rx, t_pin)
-        if s:
-            t = s.seen(on, t_pin)
-            if t:
-                self.last += ',"t_sense":%d' % t
         if keep:
             off = self.seen_i * _SLOT
             self.seen_i = (self.seen_i + 1) % _SEEN
             f = (1 if on else 0) | SRCS.index(src) << 1
             memoryview(self.seen)[off : off + 8] = _key(cmd_id)
             struct.pack_into("<IBBqq", self.seen, off + 8, self.seq, f, self.brightness, t_rx, t_pin)
+        return self.last
+
+    def sensed(self, body, t):
+        """The event body with what the sense input saw (its ticks, or
+        missed); it becomes the last event."""
+        self.last = body + (',"t_sense":%d' % t if t else ',"sense":"missed"')
         return self.last
 
     def toggle(self, cmd_id, t_rx):

@@ -12,7 +12,7 @@ MAX_BRACKETS = 8  # a command is one flat object; deeper input is refused unpars
 STATE_FIELDS = ("state", "brightness", "id")
 
 try:
-    json.loads(memoryview(b"0"))
+    json.loads(memoryview(b"0"))  # pyright: ignore[reportArgumentType]  # MicroPython's json reads any buffer
     _IN_PLACE = True  # json parses any buffer (MicroPython 1.20 and later)
 except Exception:
     _IN_PLACE = False
@@ -27,6 +27,7 @@ class BadInput(Exception):
 
 
 _ID_PUNCT = b"-_.:"
+_BLANK = b" \t\r\n"
 
 
 def _id_ok(s):
@@ -78,8 +79,17 @@ def decode(data, n=-1):
     # takes some 18 kB): refuse it before parsing, whatever memory is free.
     if data.count(b"[", 0, n) + data.count(b"{", 0, n) > MAX_BRACKETS:
         raise BadInput("bad_json", "input nested too deeply")
+    # A command is an object, so it ends with "}". MicroPython's json does not
+    # hold the input to that: 1.24/1.25 take an object cut short before its
+    # closing brace, later ones ignore a NUL after it. A line cut off by a lost
+    # byte must never be applied, whatever json.loads makes of it.
+    k = n - 1
+    while k >= 0 and view[k] in _BLANK:
+        k -= 1
+    if k < 0 or view[k] != 125:  # "}"
+        raise BadInput("bad_json", "a command must end with }")
     try:
-        obj = json.loads(view if _IN_PLACE else bytes(view))
+        obj = json.loads(view if _IN_PLACE else bytes(view))  # pyright: ignore[reportArgumentType]  # see _IN_PLACE
     except ValueError:  # not MemoryError: that is no fault of the input
         raise BadInput("bad_json", "input is not valid JSON")
     if not isinstance(obj, dict):

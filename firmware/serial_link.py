@@ -1,18 +1,73 @@
 # The serial link on the console (stdin/stdout; the UART/USB console on a
 # board): one JSON object per line in both directions. Lines the host sends
-# are read as their bytes arrive; a Ctrl-C byte stops the firmware.
+# are read as their bytes arrive, into buffers allocated once; a Ctrl-C byte
+# stops the firmware. Every line the host sends is answered with exactly one
+# line (its reply, or an error): the host counts replies as credits, so that
+# it never has more than the console's window (rx_window in boot and info) in
+# flight: a board's console buffer is small and has no flow control.
 import asyncio
 import gc
 import select
 import sys
 
+import board
 import clock
 import protocol
 from protocol import BadInput
 
+RX_WINDOW = 256  # bytes the host may have in flight: fits the ESP32's 260-byte buffer
 SET_FIELDS = ("op", "id", "state", "brightness")
 PLAIN_FIELDS = ("op", "id")
 PING_FIELDS = ("op", "id", "t")
+
+
+# A board's stdin hands out one byte per call (its readinto blocks until the
+# whole buffer is filled), so bytes are taken one at a time while the poller
+# says more are waiting, into a one-byte buffer allocated once.
+class Console:
+    def __init__(self, d=None):
+        self.inp = sys.stdin.buffer
+        self.reader = asyncio.StreamReader(self.inp)
+        self.poller = select.poll()
+        self.poller.register(self.inp, select.POLLIN)
+        self.one = bytearray(1)
+        self.window = (d or {}).get("rx_window", RX_WINDOW)
+
+    def ready(self):
+        for _ in self.poller.ipoll(0):  # ipoll: no list allocated
+            return True
+        return False
+
+    def _byte(self):
+        try:
+            n = self.inp.readinto(self.one)
+        except OSError:
+            return -1
+        return self.one[0] if n else -1
+
+    async def readinto(self, buf):
+        """Wait for input; fill buf with what is waiting. Returns the count,
+        0 when the console is closed or hung up."""
+        try:
+            n = await self.reader.readinto(self.one)
+        except OSError:
+            return 0
+        if not n:
+            return 0
+        buf[0] = self.one[0]
+        i = 1
+        end = len(buf)
+        while i < end and self.ready():
+            c = self._byte()
+            if c < 0:
+                break
+            buf[i] = c
+            i += 1
+        return i
+
+    def write(self, s):
+        sys.stdout.write(s)
+        sys.stdout.write("\n")
 
 
 class SerialLink:
@@ -21,14 +76,16 @@ class SerialLink:
     def __init__(self, app):
         self.app = app
         self.buf = bytearray(protocol.MAX_LEN)
+        self.chunk = bytearray(64)
+        d = app.bdef.get("console")
+        self.console = board.console(d) or Console(d)  # the board's, if it emulates one
         self.n = 0
         self.overflow = False
         self.lines = 0
         self.errors = 0
 
     def write(self, s):
-        sys.stdout.write(s)
-        sys.stdout.write("\n")
+        self.console.write(s)
 
     async def report(self, body):
         self.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
@@ -41,38 +98,29 @@ class SerialLink:
         self.write(protocol.error_json(e))
 
     async def run(self):
-        inp = sys.stdin.buffer
-        reader = asyncio.StreamReader(inp)
-        poller = select.poll()
-        poller.register(inp, select.POLLIN)
+        con = self.console
+        chunk = self.chunk
+        buf = self.buf
+        size = len(buf)
         while True:
-            try:
-                b = await reader.read(1)
-            except OSError:
-                b = None
-            if not b:
+            n = await con.readinto(chunk)
+            if not n:
                 # Console closed or hung up: keep the light (and MQTT) running.
                 await asyncio.sleep_ms(500)
                 continue
-            while True:
-                c = b[0]
+            i = 0
+            while i < n:
+                c = chunk[i]
+                i += 1
                 if c == 3:
                     raise KeyboardInterrupt  # Ctrl-C: back to the REPL
                 if c == 10 or c == 13:
                     await self._line()
-                elif self.n < len(self.buf):
-                    self.buf[self.n] = c
+                elif self.n < size:
+                    buf[self.n] = c
                     self.n += 1
                 else:
                     self.overflow = True
-                if not poller.poll(0):
-                    break
-                try:
-                    b = inp.read(1)
-                except OSError:
-                    b = None
-                if not b:
-                    break
 
     async def _line(self):
         n = self.n

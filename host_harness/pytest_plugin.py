@@ -7,7 +7,7 @@ Options (all prefixed, so they cannot clash with other plugins' --port/--board):
   --lightctl-board NAME        board definition from boards/ (default: unix / esp32-devkitc)
   --lightctl-broker URL        mqtt://user:pass@host:port, or mosquitto / amqtt to start one
   --lightctl-micropython PATH  a Unix-port executable (default: the project's own)
-  --lightctl-heapsize SIZE     Unix-port heap (default 64k)
+  --lightctl-heapsize SIZE     Unix-port heap (default 80k)
   --lightctl-budget FILE       a latency budget TOML laid over the board's, limit by limit
   --lightctl-timeout SECONDS   wait for each confirmation (default 5)
   --lightctl-taps              tap the command and state at the broker: the ``journey``
@@ -46,7 +46,11 @@ from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
 from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device
+<<<<<<< HEAD
 from host_harness.dut.fleet import group_name, start_unix_devices
+=======
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
+>>>>>>> fwboard
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.fleet import Fleet
@@ -87,7 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--lightctl-broker", default=None, help="mqtt://[user:pass@]host[:port], or mosquitto / amqtt")
     g.addoption("--lightctl-micropython", default=None, help="MicroPython Unix-port executable")
-    g.addoption("--lightctl-heapsize", default="64k", help="Unix-port heap size (default 64k)")
+    g.addoption(
+        "--lightctl-heapsize", default=DEFAULT_HEAPSIZE, help=f"Unix-port heap size (default {DEFAULT_HEAPSIZE})"
+    )
     g.addoption("--lightctl-budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
     g.addoption("--lightctl-link", default=None, metavar="NAME", help="put the device behind a link profile (root)")
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")

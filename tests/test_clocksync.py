@@ -36,7 +36,7 @@ def _short_period_device(tmp_path: Path, device_factory: DeviceFactory, start: i
     bf = tmp_path / "unix-short-ticks.json"
     bf.write_text(json.dumps(b))
     # The emulated offset is read from the REPL after Ctrl-C (unix_clock_truth), which needs
-    # heap to spare beyond the firmware's own 64k budget (tested elsewhere).
+    # heap to spare beyond the firmware's own (default) heap (tested elsewhere).
     dev = device_factory(board=str(bf), heapsize=TRUTH_HEAPSIZE)
     assert dev.info["ticks_period"] == SHORT_PERIOD
     return dev

@@ -96,7 +96,7 @@ def test_the_window_of_remembered_ids_is_bounded(device: Device) -> None:
     assert device.get().get("state") == "OFF"
 
 
-def test_heap_holds_steady_under_300_commands_with_ids_in_64k(device: Device) -> None:
+def test_heap_holds_steady_under_300_commands_with_ids_in_the_default_heap(device: Device) -> None:
     first = device.fetch_info()
     for i in range(300):
         device.set("ON" if i % 2 else "OFF", i % 255 + 1)

@@ -130,8 +130,9 @@ def test_ctrl_c_drops_to_the_repl_and_the_firmware_restarts_from_it(device: Devi
 
 
 @pytest.mark.unix_only
-def test_firmware_survives_a_long_run_in_64k_heap(device: Device) -> None:
-    """Memory holds steady under -X heapsize=64k: no growth across 300 commands."""
+def test_firmware_survives_a_long_run_in_the_default_heap(device: Device) -> None:
+    """Memory holds steady in the default heap (unix_device.DEFAULT_HEAPSIZE):
+    no growth across 300 commands."""
     first = device.fetch_info()
     for i in range(300):
         device.set("ON" if i % 2 else "OFF", i % 255 + 1)

@@ -1,4 +1,4 @@
-"""A short soak in a 64k heap: thousands of commands with random faults.
+"""A short soak in the default (ESP32-sized) heap: thousands of commands with random faults.
 
 The same soak as ``benchmarks/soak.py`` (which runs 100 000 commands), cut to
 ``LIGHTCTL_SOAK_COMMANDS`` (default 5 000). ``LIGHTCTL_SOAK_SEED`` repeats a run.
@@ -12,28 +12,29 @@ import os
 import random
 
 from host_harness.dut.device import Device
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.soak import Soak
 from host_harness.measure.soak_result import HEAP_SLACK
 from host_harness.pytest_plugin import DeviceFactory
 
 COMMANDS = int(os.environ.get("LIGHTCTL_SOAK_COMMANDS", "5000"))
-HEAP = 64 * 1024
+HEAP = int(DEFAULT_HEAPSIZE.rstrip("k")) * 1024
 
 
-def _device_64k(device_factory: DeviceFactory) -> Device:
-    dev = device_factory(heapsize="64k")
+def _device_small(device_factory: DeviceFactory) -> Device:
+    dev = device_factory(heapsize=DEFAULT_HEAPSIZE)
     dev.wait_mqtt()
     if dev.unix is not None:
         info = dev.fetch_info()
         heap = info["mem_alloc"] + info["mem_free"]
-        assert heap <= HEAP, f"the device's heap is {heap} B, not 64k ({dev.unix.build_note})"
+        assert heap <= HEAP, f"the device's heap is {heap} B, not {DEFAULT_HEAPSIZE} ({dev.unix.build_note})"
     return dev
 
 
-def test_soak_with_random_faults_in_a_64k_heap(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
+def test_soak_with_random_faults_in_an_esp32_sized_heap(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
     seed = int(os.environ.get("LIGHTCTL_SOAK_SEED") or random.randrange(2**32))
-    dev = _device_64k(device_factory)
+    dev = _device_small(device_factory)
     s = Soak(dev, mqtt, seed=seed, sample_every=1000)
     res = s.run(COMMANDS)
     print(f"\nseed {seed}\n{res.heap_table()}\n{res.summary()}")
@@ -56,7 +57,7 @@ def test_the_console_reports_changes_in_sequence_order(device_factory: DeviceFac
     interleaving, the console must report the changes in the order of their
     sequence numbers (a host taking the last report as the state would
     otherwise hold a stale one)."""
-    dev = _device_64k(device_factory)
+    dev = _device_small(device_factory)
     set_topic = f"{dev.base}/set"
     since = dev.log.cursor
     for rnd in range(5):

@@ -19,6 +19,7 @@ from host_harness.cli.help import HelpFormatter, device_option, example
 from host_harness.core import budgets
 from host_harness.core.results import JourneyRun
 from host_harness.dut.device import Device, open_device
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
@@ -47,7 +48,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         help="mqtt://[user:pass@]host[:port], mosquitto or amqtt (default: mosquitto if installed)",
     )
     p.add_argument("--micropython", default=None, help="path of a MicroPython Unix-port executable")
-    p.add_argument("--heapsize", default="64k", help="Unix-port heap size (default 64k, ESP32-like; 96k with TLS)")
+    p.add_argument(
+        "--heapsize",
+        default=DEFAULT_HEAPSIZE,
+        help=f"Unix-port heap size (default {DEFAULT_HEAPSIZE}, ESP32-like; 32k more with TLS)",
+    )
     p.add_argument("--ca", default=None, metavar="FILE", help="CA certificate that signed an mqtts:// broker's")
     p.add_argument("--cert", default=None, metavar="FILE", help="client certificate for mqtts://")
     p.add_argument("--key", default=None, metavar="FILE", help="client key for mqtts://")
@@ -63,8 +68,9 @@ def tls_options(args: argparse.Namespace, info: BrokerInfo) -> tuple[dict[str, A
         if v:
             mqtt[key] = str(Path(v).resolve())
     heap = args.heapsize
-    if heap == "64k":
-        heap = "96k"  # mbedTLS takes ~6 KB of the Unix port's MicroPython heap (an ESP32 has a system heap for it)
+    if heap == DEFAULT_HEAPSIZE:
+        # mbedTLS takes ~6 KB of the Unix port's MicroPython heap (an ESP32 has a system heap for it)
+        heap = f"{int(DEFAULT_HEAPSIZE.rstrip('k')) + 32}k"
     return {"mqtt": mqtt}, heap
 
 

@@ -15,7 +15,7 @@ from host_harness.broker.info import BrokerInfo
 from host_harness.core.events import Event, WaitTimeout
 from host_harness.core.ids import IdMaker
 from host_harness.dut import boards
-from host_harness.dut.unix_device import UnixDevice
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, UnixDevice
 from host_harness.link.serial_link import SerialLink
 
 
@@ -197,7 +197,7 @@ def open_device(
     board: str = "unix",
     broker: BrokerInfo | None = None,
     micropython: str | None = None,
-    heapsize: str | None = "64k",
+    heapsize: str | None = DEFAULT_HEAPSIZE,
     device_id: str | None = None,
     keepalive: int = 30,
     precompile: bool = True,

@@ -24,6 +24,10 @@ from host_harness.image import firmware_build
 from host_harness.paths import FIRMWARE_DIR, installed_script, script_dirs
 
 DEFAULT_MICROPYTHON = "micropython"
+# The firmware's heap on the Unix port: ESP32-sized, with the Unix port's
+# 64-bit objects (twice an ESP32's pointers) and the board emulations' own
+# few kB (the ESP32 console, see firmware/board_unix_emu.py) counted in.
+DEFAULT_HEAPSIZE = "80k"
 
 
 def find_micropython(path: str | None = None) -> str:
@@ -58,7 +62,7 @@ class UnixDevice:
         self,
         config: dict[str, Any],
         micropython: str | None = None,
-        heapsize: str | None = "64k",
+        heapsize: str | None = DEFAULT_HEAPSIZE,
         precompile: bool = True,
         workdir: str | Path | None = None,
         prefix: list[str] | None = None,

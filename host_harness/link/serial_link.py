@@ -19,6 +19,7 @@ from typing import Any
 import serial
 
 from host_harness.core.events import Event, EventLog
+from host_harness.link.credit import CreditWindow
 
 MAX_LINE = 4096
 
@@ -51,6 +52,7 @@ class SerialLink:
         self.bytes_read = 0  # nothing at all from a port says more than a timeout
         self.line_listeners: list[LineListener] = []  # called per line, in order: (arrival ns, noise, event)
         self._write_lock = threading.Lock()
+        self.credit = CreditWindow()  # paces writes to the device's console window (see link/credit.py)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
         self._thread.start()
@@ -90,20 +92,23 @@ class SerialLink:
         if noise:
             self.noise.append(noise)
         if data is not None:
+            self.credit.on_event(data)
             self.log.add(Event(data=data, host_ns=now, via="serial"))
         for cb in self.line_listeners:
             cb(now, noise, data)
 
     def write_raw(self, data: bytes) -> int:
-        """Write bytes; returns time.monotonic_ns() just before the write."""
+        """Write bytes, never more unanswered than the device's console window;
+        returns time.monotonic_ns() just before the first byte went out."""
         with self._write_lock:
-            t = time.monotonic_ns()
-            try:
-                self.port.write(data)
-                self.port.flush()
-            except (serial.SerialException, OSError) as e:
-                raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
-            return t
+            return self.credit.send(data, self._write)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+            self.port.flush()
+        except (serial.SerialException, OSError) as e:
+            raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
 
     def send(self, obj: dict[str, Any]) -> int:
         """Send one command line; returns the host time of sending (ns)."""
