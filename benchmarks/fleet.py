@@ -34,6 +34,7 @@ from host_harness.core import group as groups
 from host_harness.core import latency
 from host_harness.core.table import render
 from host_harness.dut.fleet import ProcUsage, group_name, start_unix_devices, usage
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.fleet import Fleet
 from host_harness.measure.floor import floor_ms
@@ -56,7 +57,7 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=100, help="group commands per mode and size")
     ap.add_argument("--floor", type=int, default=1000)
     ap.add_argument("--broker", default="mosquitto-tuned")
-    ap.add_argument("--heapsize", default="64k")
+    ap.add_argument("--heapsize", default=DEFAULT_HEAPSIZE)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",") if x]
     old = [int(x) for x in args.old.split(",") if x]

@@ -46,11 +46,8 @@ from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
 from host_harness.dut import boards
 from host_harness.dut.device import Device, open_device
-<<<<<<< HEAD
 from host_harness.dut.fleet import group_name, start_unix_devices
-=======
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
->>>>>>> fwboard
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.fleet import Fleet

@@ -15,7 +15,7 @@ from typing import Any
 from host_harness.broker.info import BrokerInfo
 from host_harness.dut import boards
 from host_harness.dut.device import Device, unix_config
-from host_harness.dut.unix_device import UnixDevice, find_micropython
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, UnixDevice, find_micropython
 from host_harness.image import firmware_build
 from host_harness.link.console_mux import ConsoleMux
 from host_harness.link.serial_link import SerialLink
@@ -35,7 +35,7 @@ def start_unix_devices(
     board: str = "unix",
     group: str | None = None,
     micropython: str | None = None,
-    heapsize: str | None = "64k",
+    heapsize: str | None = DEFAULT_HEAPSIZE,
     config: dict[str, Any] | None = None,
     concurrency: int = START_CONCURRENCY,
     progress: bool = True,
