@@ -16,6 +16,7 @@ import sys
 
 from host_harness import latency
 from host_harness.broker import BrokerInfo, start_broker
+from host_harness.broker_stock import StockMosquitto
 from host_harness.clock_choice import clock_for
 from host_harness.device import open_device
 from host_harness.floor import floor_ms
@@ -25,7 +26,6 @@ from host_harness.mqtt_client import HostMqtt
 from host_harness.progress import Progress
 from host_harness.results import JourneyRun
 from host_harness.table import render
-from host_harness.broker_stock import StockMosquitto
 
 
 class QosJourneys(Journeys):
