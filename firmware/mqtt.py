@@ -41,7 +41,6 @@ _KA_DEAD = const(2)
 
 _MAX_PACKET = const(512)  # larger payloads are dropped unread (protocol.MAX_LEN)
 _RETRY_MS = const(5000)  # an unacknowledged QoS 1 PUBLISH is sent again after this
-_ACK_HOLD_MS = const(100)  # a PUBACK of ours is held back at most this long
 _ACK_OWED_MAX = const(8)  # held-back PUBACKs at most (Mosquitto's window is 20)
 _BACKOFF_MS = const(250)
 _BACKOFF_MAX_MS = const(30000)
@@ -246,27 +245,29 @@ class MQTTClient:
                             self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
                         except Exception:
                             self.quickack = False  # not on this stack
+
             else:
                 await self._fill(n)  # dropped
 
-    async def _pay(self, s=None):
-        # Send the held-back PUBACKs, in one write. With s (the stream they
-        # were held on): in a task of its own, after _ACK_HOLD_MS, so that a
-        # PUBACK is never held longer; it ends with its link.
-        if s is None:
-            owed = self._owed
-            self._owed = []
-            pkt = bytearray(4 * len(owed))  # the PUBACKs back to back
-            for i in range(len(owed)):
-                struct.pack_into("!BBH", pkt, 4 * i, _PUBACK, 2, owed[i])
-            await self._send(pkt)
+    async def _pay(self):
+        # Send the held-back PUBACKs, in one write. Packet id 0 stands for a
+        # QoS 0 message, which owes no PUBACK: if that is all, an empty QoS 0
+        # PUBLISH on <will topic>/tcp (no one subscribes to it, the broker
+        # answers it with nothing) carries the TCP ACK instead.
+        owed = self._owed
+        self._owed = []
+        n = len(owed) - owed.count(0)
+        if not n:
+            if self.will:
+                await self._send(mqtt_proto.publish(self.will[0] + "/tcp", b"", False, 0))
             return
-        await asyncio.sleep_ms(_ACK_HOLD_MS)
-        if self._owed and self._w is s:
-            try:
-                await self._pay()
-            except Exception:
-                pass  # a dead link: the reader notices it
+        pkt = bytearray(4 * n)  # the PUBACKs back to back
+        i = 0
+        for pid in owed:
+            if pid:
+                struct.pack_into("!BBH", pkt, i, _PUBACK, 2, pid)
+                i += 4
+        await self._send(pkt)
 
     async def _on_publish(self, hdr, n):
         # Topic and payload are read into self.buf in turn: the topic is
@@ -296,19 +297,24 @@ class MQTTClient:
         await self._fill(n)  # too large: dropped, the handler reports it
         if self.on_message:
             await self.on_message(topic, buf, n, bool(hdr & 1))
-        if qos == 1:
+        if not qos:
+            # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
+            # this message caused is ACKed by an empty PUBLISH (see _pay).
+            if self._inflight and not self.quickack and not self._owed:
+                self._owed.append(0)
+        elif qos == 1:
             # Acknowledged once handled: a command lost with a dropped link
             # comes again, and the handler knows it by its id. While the
             # handler's state report is in flight, the PUBACK waits for the
             # broker's PUBACK of that report and then carries our TCP ACK of
-            # it (see the PUBACK branch in _reader); _pay(stream) bounds the
-            # wait.
+            # it (see the PUBACK branch in _reader). Bounded: at most
+            # _ACK_OWED_MAX are held, and the timer's next tick sends them
+            # (when the broker's PUBACK is late, the link is in trouble
+            # anyway). No task or timer per command: nothing allocated.
             owed = self._owed
             owed.append(pid)
             if not self._inflight or len(owed) >= _ACK_OWED_MAX:
                 await self._pay()
-            elif len(owed) == 1:
-                asyncio.create_task(self._pay(self._w))
 
     async def _pinger(self):
         # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
@@ -335,6 +341,8 @@ class MQTTClient:
                     continue  # a send is stuck: no pile-up; the check above ends it
                 if what == _KA_PING:
                     await self._send(b"\xc0\x00")  # PINGREQ
+                if self._owed:
+                    await self._pay()  # held too long: the broker's PUBACK is late
                 if self._inflight:
                     await self._resend(_RETRY_MS)
                 if self.on_tick:
