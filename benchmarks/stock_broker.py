@@ -14,18 +14,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from host_harness import latency
-from host_harness.broker import BrokerInfo, start_broker
-from host_harness.broker_stock import StockMosquitto
-from host_harness.clock_choice import clock_for
-from host_harness.device import open_device
-from host_harness.floor import floor_ms
-from host_harness.journey import Journeys
-from host_harness.load import closed_loop, open_loop_mqtt
-from host_harness.mqtt_client import HostMqtt
-from host_harness.progress import Progress
-from host_harness.results import JourneyRun
-from host_harness.table import render
+from host_harness.broker.info import BrokerInfo
+from host_harness.broker.start import start_broker
+from host_harness.broker.stock import StockMosquitto
+from host_harness.core import latency
+from host_harness.core.results import JourneyRun
+from host_harness.core.table import render
+from host_harness.dut.device import open_device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.floor import floor_ms
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop, open_loop_mqtt
+from host_harness.measure.progress import Progress
 
 
 class QosJourneys(Journeys):
@@ -88,7 +89,7 @@ def main() -> int:
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",") if x]
     rows: list[list[object]] = []
-    with start_broker("mosquitto") as tuned, StockMosquitto() as stock:
+    with start_broker("mosquitto-tuned") as tuned, StockMosquitto() as stock:
         print(f"tuned: {tuned.describe()}\nstock: {stock.describe()}", file=sys.stderr)
         rows += measure(tuned.info, "tuned", args.count, rates, args.command_qos, args.heapsize, not args.no_quickack)
         rows += measure(stock.info, "stock", args.count, rates, args.command_qos, args.heapsize, not args.no_quickack)

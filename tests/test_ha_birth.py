@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from host_harness.broker_stock import StockMosquitto
+from host_harness.broker.stock import StockMosquitto
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = [

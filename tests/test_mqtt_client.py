@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from host_harness.broker import RunningBroker, start_broker
-from host_harness.device import Device
-from host_harness.events import Event
-from host_harness.fault_proxy import FaultProxy
+from host_harness.broker.running import RunningBroker
+from host_harness.broker.start import start_broker
+from host_harness.core.events import Event
+from host_harness.dut.device import Device
+from host_harness.dut.unix_device import find_micropython
+from host_harness.netfault.proxy import FaultProxy
 from host_harness.paths import FIRMWARE_DIR
 from host_harness.pytest_plugin import DeviceFactory
-from host_harness.unix_device import find_micropython
 
 pytestmark = pytest.mark.unix_only
 TIMEOUT = 10.0

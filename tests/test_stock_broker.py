@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from host_harness.broker_stock import StockMosquitto
-from host_harness.clock_choice import clock_for
-from host_harness.device import Device
-from host_harness.fault_proxy import FaultProxy
-from host_harness.journey import Journeys
-from host_harness.load import closed_loop
-from host_harness.mqtt_client import HostMqtt
+from host_harness.broker.stock import StockMosquitto
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
+from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
 pytestmark = pytest.mark.unix_only

@@ -14,7 +14,9 @@ import time
 from types import TracebackType
 from typing import Self
 
-from .broker import KIND_MOSQUITTO, LOOPBACK, BrokerInfo, RunningBroker, find_mosquitto, free_port
+from .info import KIND_MOSQUITTO, LOOPBACK, BrokerInfo
+from .mosquitto import find_mosquitto
+from .running import RunningBroker, free_port
 
 START_TIMEOUT = 10.0
 
