@@ -229,33 +229,39 @@ class MQTTClient:
                     if e[0] == pid:
                         del self._inflight[topic]
                         break
-                if not self._inflight:
-                    # The broker's PUBACK for our last report is in, sent
-                    # alone: a small segment waiting for our TCP ACK. A broker
-                    # with Nagle's algorithm on (Mosquitto's default) holds
-                    # the next command behind it until that ACK comes, and a
-                    # delayed ACK comes 40 ms later (Linux) or at lwIP's next
-                    # 250 ms timer. So our ACK goes out now: with the PUBACKs
-                    # held back for it, or, with none owed, by TCP_QUICKACK
-                    # where the stack has it.
-                    if self._owed:
-                        await self._pay()
-                    elif self.quickack:
-                        try:
-                            self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
-                        except Exception:
-                            self.quickack = False  # not on this stack
+                # The broker's PUBACK for a report of ours, sent alone: a
+                # small segment waiting for our TCP ACK. A broker with Nagle's
+                # algorithm on (Mosquitto's default) holds what it sends next
+                # (the next command, or its PUBACK for a newer report) behind
+                # it until that ACK comes, and a delayed ACK comes 40 ms later
+                # (Linux) or at lwIP's next 250 ms timer. So our ACK goes out
+                # now: with a PUBACK held back for it (all of them once no
+                # report is in flight; else the oldest, keeping the rest for
+                # the broker's next PUBACK), or, with none owed, by
+                # TCP_QUICKACK where the stack has it.
+                if self._owed:
+                    await self._pay(0 if not self._inflight else 1)
+                elif self.quickack:
+                    try:
+                        self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
+                    except Exception:
+                        self.quickack = False  # not on this stack
 
             else:
                 await self._fill(n)  # dropped
 
-    async def _pay(self):
-        # Send the held-back PUBACKs, in one write. Packet id 0 stands for a
-        # QoS 0 message, which owes no PUBACK: if that is all, an empty QoS 0
-        # PUBLISH on <will topic>/tcp (no one subscribes to it, the broker
-        # answers it with nothing) carries the TCP ACK instead.
+    async def _pay(self, n=0):
+        # Send the n oldest held-back PUBACKs (all: 0), in order, in one
+        # write. Packet id 0 stands for a QoS 0 message, which owes no PUBACK:
+        # if that is all, an empty QoS 0 PUBLISH on <will topic>/tcp (no one
+        # subscribes to it, the broker answers it with nothing) carries the
+        # TCP ACK instead.
         owed = self._owed
-        self._owed = []
+        if n and n < len(owed):
+            self._owed = owed[n:]
+            owed = owed[:n]
+        else:
+            self._owed = []
         n = len(owed) - owed.count(0)
         if not n:
             if self.will:
@@ -300,7 +306,7 @@ class MQTTClient:
         if not qos:
             # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
             # this message caused is ACKed by an empty PUBLISH (see _pay).
-            if self._inflight and not self.quickack and not self._owed:
+            if self._inflight and not self.quickack and len(self._owed) < _ACK_OWED_MAX:
                 self._owed.append(0)
         elif qos == 1:
             # Acknowledged once handled: a command lost with a dropped link
