@@ -253,7 +253,7 @@ class MQTTClient:
     async def _pay(self, n=0):
         # Send the n oldest held-back PUBACKs (all: 0), in order, in one
         # write. Packet id 0 stands for a QoS 0 message, which owes no PUBACK:
-        # if that is all, an empty QoS 0 PUBLISH on <will topic>/tcp (no one
+        # if that is all, an empty QoS 0 PUBLISH on <will topic>/ack (no one
         # subscribes to it, the broker answers it with nothing) carries the
         # TCP ACK instead.
         owed = self._owed
@@ -265,7 +265,8 @@ class MQTTClient:
         n = len(owed) - owed.count(0)
         if not n:
             if self.will:
-                await self._send(mqtt_proto.publish(self.will[0] + "/tcp", b"", False, 0))
+                # ("/" + "ack": strings the firmware has, no new qstr)
+                await self._send(mqtt_proto.publish(self.will[0] + "/" + "ack", b"", False, 0))
             return
         pkt = bytearray(4 * n)  # the PUBACKs back to back
         i = 0

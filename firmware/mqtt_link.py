@@ -47,7 +47,7 @@ class MqttLink:
         if m.get("discovery", True):
             pre = m.get("discovery_prefix") or "homeassistant"
             self.t_disc = "%s/light/%s/config" % (pre, cfg["device_id"])
-            subs += (((pre + "/status").encode(), 0),)
+            subs += (((pre + "/" + "status").encode(), 0),)  # names the firmware has: no new qstr
         tls = m if m.get("tls") else None  # see mqtt_tls.py
         c = MQTTClient(
             m.get("client_id") or "lightctl-" + cfg["device_id"],

@@ -83,7 +83,7 @@ def test_qos0_commands_are_not_held_by_a_stock_broker(
     device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, quickack: bool
 ) -> None:
     # With TCP_QUICKACK (Linux) the device ACKs at once; without it (lwIP) an
-    # empty QoS 0 PUBLISH on <availability>/tcp carries the ACK.
+    # empty QoS 0 PUBLISH on <availability>/ack carries the ACK.
     _check_no_stall(device_factory(broker=stock.info, config={"mqtt": {"quickack": quickack}}), host)
 
 
