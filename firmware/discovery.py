@@ -9,8 +9,6 @@
 # sent again on every connect anyway.
 import json
 
-from mqtt import _remaining, _str
-
 
 async def publish(link):
     app = link.app
@@ -34,16 +32,7 @@ async def publish(link):
         json.dumps(app.bdef.get("name", "?")),
         ',"manufacturer":"lightctl","sw_version":"%s"}}' % app.VERSION,
     ]
-    t = _str(link.t_disc)
-    n = len(t)
     for i in range(len(parts)):
         if isinstance(parts[i], str):
             parts[i] = parts[i].encode()
-        n += len(parts[i])
-    c = link.client
-    async with c._lock:
-        w = c._w
-        w.write(b"\x31" + _remaining(n) + t)  # PUBLISH, QoS 0, retained
-        for p in parts:
-            w.write(p)
-            await w.drain()
+    await link.client.publish(link.t_disc, parts, True)  # retained, in pieces

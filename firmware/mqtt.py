@@ -1,4 +1,6 @@
-# A small MQTT 3.1.1 client on asyncio streams, written for this firmware.
+# The MQTT connection keeper: opens the link, reads packets as their bytes
+# arrive, pings, sends unacknowledged PUBLISHes again and reconnects with
+# backoff. The packets themselves are built in mqtt_proto.py.
 #
 # Event-driven: one reader task parses packets as their bytes arrive and hands
 # each PUBLISH to on_message at once. A keepalive task sends PINGREQ and
@@ -13,47 +15,43 @@ import asyncio
 import gc
 import os
 import struct
-from asyncio import open_connection, wait_for  # resolved at boot, not at the first connect
+import sys
+import time
 
+# Loaded at boot, before the heap fragments, not at the first connect (used
+# by mqtt_open.py):
+from asyncio import wait_for  # noqa: F401
+from asyncio.stream import Stream  # noqa: F401
 from micropython import const
 
 import clock
+import mqtt_proto
 
-# Packet types (const: no RAM for names)
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
+# Socket options by number (MicroPython's socket module does not name them
+# all): the same numbers in Linux and lwIP (mqtt_open.py sets TCP_NODELAY).
+_IPPROTO_TCP = const(6)
+_TCP_QUICKACK = const(12)  # Linux only: send a delayed ACK now
+
+# Packets parsed here (mqtt_proto.py builds them)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)
-_PINGREQ = const(0xC0)
-_DUP = const(0x08)
+_DUP = const(0x08)  # PUBLISH flag: sent again
+_KA_PING = const(1)  # what mqtt_proto.keepalive() returns
+_KA_DEAD = const(2)
 
 _MAX_PACKET = const(512)  # larger payloads are dropped unread (protocol.MAX_LEN)
 _RETRY_MS = const(5000)  # an unacknowledged QoS 1 PUBLISH is sent again after this
-
-
-def _str(s):
-    if isinstance(s, str):
-        s = s.encode()
-    return struct.pack("!H", len(s)) + s
-
-
-def _remaining(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return out
+_ACK_OWED_MAX = const(8)  # held-back PUBACKs at most (Mosquitto's window is 20)
+_BACKOFF_MS = const(250)
+_BACKOFF_MAX_MS = const(30000)
 
 
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
-                 keepalive=30, ssl=None, clean=True):
-        # ssl: None, or the TLS options for mqtt_tls.context() (per connect)
+                 keepalive=30, ssl=None, clean=True, will=None, subs=()):
+        # ssl: None, or the TLS options for mqtt_tls.context() (per connect);
+        # will: None, or (topic, message, retain, qos); subs: (topic (bytes),
+        # qos) pairs, subscribed at every connect
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -62,24 +60,25 @@ class MQTTClient:
         self.keepalive = keepalive
         self.ssl = ssl
         self.clean = clean
-        self.will = None  # (topic, message, retain, qos)
-        self.subs = []  # (topic, qos)
+        # Use TCP_QUICKACK (Linux; lwIP has no such option). False: do without.
+        self.quickack = sys.platform == "linux"
+        self.will = will
+        self.subs = subs
         # async (topic, buf, n, retained): topic is the subscribed one (None if
         # none matches), the payload is buf[:n]; n > len(buf): too long, unread
         self.on_message = None
         self.on_tick = None  # async (), at every keepalive/retransmission tick
         self.on_connect = None  # async ()
         self.on_status = print  # (status: str, detail: str)
-        self.connected = False
+        self.connected = False  # True while up; None once the keepalive declared it dead
+        self.t_packet = 0  # device ticks when the last packet's header arrived
         self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
-        self._r = None
+        self._owed = []  # packet ids of PUBACKs held back (see _on_publish)
+        self._addr = None  # the broker's address, resolved once per failure cycle
+        self._r = None  # the raw TCP socket (under the TLS layer, with TLS)
         self._w = None
         self._lock = asyncio.Lock()
         self._pid = 0
-        self._last_rx = 0
-        self.t_packet = 0  # device ticks when the last packet's header arrived
-        self._stop = False
-        self._dead = False
         self._reader_task = None
         self._hs = False  # in a TLS handshake
         self.buf = bytearray(_MAX_PACKET)  # each incoming packet is read into it
@@ -90,7 +89,7 @@ class MQTTClient:
     # another writer holds the stream: a packet written in pieces (discovery)
     # or a drain under way, which must not see out_buf grow under it.
     def _write(self, pkt):
-        """Write pkt now: None once written, else pkt, for flush() to send."""
+        # Write pkt now: None once written, else pkt, for flush() to send.
         w = self._w
         if w is None:
             raise OSError("not connected")
@@ -99,8 +98,8 @@ class MQTTClient:
         w.write(pkt)
 
     async def flush(self, pkt=None):
-        """Send a packet _write could not, and drain what the socket has not
-        taken yet. Yields at least once, as a drain does."""
+        # Send a packet _write could not, and drain what the socket has not
+        # taken yet. Yields at least once, as a drain does.
         w = self._w
         if w is None:
             raise OSError("not connected")
@@ -118,23 +117,27 @@ class MQTTClient:
         await self.flush(self._write(pkt))
 
     async def _fill(self, n):
-        # n bytes (at most len(buf)) into the preallocated buffer: no allocation
-        # per packet but a small memoryview. What has arrived already (in the
-        # socket or inside the TLS layer) is read at once, without a round trip
-        # through the scheduler's poll: on a TLS socket that poll cannot see
-        # bytes mbedTLS holds decrypted.
-        r = self._r
+        # n bytes into the preallocated buffer: no allocation per packet but a
+        # small memoryview. More than the buffer holds are read and dropped
+        # (what a packet of no interest or a payload too long gets). What has
+        # arrived already (in the socket or inside the TLS layer) is read at
+        # once, without a round trip through the scheduler's poll: on a TLS
+        # socket that poll cannot see bytes mbedTLS holds decrypted.
+        r = self._w
         mv = memoryview(self.buf)
-        i = 0
-        while i < n:
-            k = r.s.readinto(mv[i:n])
-            if k is None:
-                k = await r.readinto(mv[i:n])
+        while n:
+            m = min(n, _MAX_PACKET)
+            i = 0
+            while i < m:
+                k = r.s.readinto(mv[i:m])
                 if k is None:
-                    continue
-            if not k:
-                raise EOFError
-            i += k
+                    k = await r.readinto(mv[i:m])
+                    if k is None:
+                        continue
+                if not k:
+                    raise EOFError
+                i += k
+            n -= m
 
     async def _read_packet(self):
         buf = self.buf
@@ -152,99 +155,62 @@ class MQTTClient:
             shift += 7
             if shift > 21:
                 raise OSError("bad remaining length")
-        self._last_rx = self.t_packet = t
+        self.t_packet = t
         return hdr, n
-
-    async def _discard(self, n):
-        while n:
-            k = min(n, _MAX_PACKET)
-            await self._fill(k)
-            n -= k
-
-    def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
 
     # -- connection ----------------------------------------------------------
     async def _open(self):
+        # The connect-time code (resolve, socket, TLS, CONNECT, SUBSCRIBE) is
+        # loaded for the connect and dropped again: no RAM in between.
         self._hs = False
-        if self.ssl:
-            import mqtt_tls  # only a TLS device pays for it
+        self._owed = []
+        import mqtt_open
 
-            try:
-                ctx = mqtt_tls.context(self.ssl)
-            except Exception as e:
-                raise OSError("tls: cannot load the certificates: %s" % e)
-            self._hs = True  # the TLS handshake goes on until the CONNACK
-            r, w = await open_connection(self.host, self.port, ssl=ctx, server_hostname=self.host)
-        else:
-            r, w = await open_connection(self.host, self.port)
         try:
-            w.s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
-        except Exception:
-            pass
-        self._r, self._w = r, w
-        flags = 0x02 if self.clean else 0
-        payload = bytearray(_str(self.client_id))
-        if self.will:
-            t, m, retain, qos = self.will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _str(t) + _str(m)
-        if self.user is not None:
-            flags |= 0x80
-            payload += _str(self.user)
-            if self.password is not None:
-                flags |= 0x40
-                payload += _str(self.password)
-        var = _str("MQTT") + bytes((4, flags)) + struct.pack("!H", self.keepalive)
-        body = var + payload
-        await self._send(bytes((_CONNECT,)) + _remaining(len(body)) + body)
-        hdr, n = await wait_for(self._read_packet(), 10)
-        if hdr != _CONNACK or n != 2:
-            raise OSError("expected CONNACK")
-        await self._fill(2)
-        self._hs = False
-        if self.buf[1] != 0:
-            raise OSError("connection refused, code %d" % self.buf[1])
-        for topic, qos in self.subs:
-            pid = self._next_pid()
-            body = struct.pack("!H", pid) + _str(topic) + bytes((qos,))
-            await self._send(bytes((_SUBSCRIBE,)) + _remaining(len(body)) + body)
+            await mqtt_open.open(self)
+        finally:
+            del sys.modules["mqtt_open"]
 
     def put(self, topic, msg, retain=False, qos=0):
-        """Build a PUBLISH and write it now (synchronous): None once written,
-        else the packet, to be sent by flush(pkt). Raises OSError when down."""
+        # Build a PUBLISH and write it now (synchronous): None once written,
+        # else the packet, to be sent by flush(pkt). Raises OSError when down.
         if self._w is None:
             raise OSError("not connected")
         if isinstance(msg, str):
             msg = msg.encode()
-        t = _str(topic)
-        n = len(t) + len(msg)
-        hdr = _PUBLISH | (0x01 if retain else 0)
         if qos:
-            pid = self._next_pid()
-            rem = _remaining(n + 2)
-            i = 1 + len(rem) + len(t)
-            pkt = bytearray(i + 2 + len(msg))  # one allocation, kept for a resend
-            pkt[0] = hdr | 0x02  # QoS 1 (QoS 2 is not used)
-            pkt[1 : 1 + len(rem)] = rem
-            pkt[1 + len(rem) : i] = t
-            struct.pack_into("!H", pkt, i, pid)
-            pkt[i + 2 :] = msg
+            pid = self._pid = self._pid % 65535 + 1
+            pkt = mqtt_proto.publish(topic, msg, retain, pid)
             # Kept until its PUBACK; supersedes an older one on this topic.
             self._inflight[topic] = [pid, pkt, clock.now()]
         else:
-            pkt = bytes((hdr,)) + _remaining(n) + t + msg
+            pkt = mqtt_proto.publish(topic, msg, retain, 0)
         return self._write(pkt)
 
     async def publish(self, topic, msg, retain=False, qos=0):
-        await self.flush(self.put(topic, msg, retain, qos))
+        # msg: str or bytes; or a list of bytes, a payload written piece by
+        # piece and never held whole in RAM (at QoS 0).
+        if not isinstance(msg, list):
+            await self.flush(self.put(topic, msg, retain, qos))
+            return
+        n = 0
+        for p in msg:
+            n += len(p)
+        async with self._lock:
+            w = self._w
+            if w is None:
+                raise OSError("not connected")
+            t = mqtt_proto._str(topic)
+            w.write(bytes((_PUBLISH | (1 if retain else 0),)) + mqtt_proto._remaining(len(t) + n) + t)
+            for p in msg:
+                w.write(p)
+                await w.drain()
 
     async def _resend(self, age_ms):
-        """Send unacknowledged PUBLISHes again (DUP set) once older than age_ms."""
+        # Send unacknowledged PUBLISHes again (DUP set) once older than age_ms.
         now = clock.now()
         for e in list(self._inflight.values()):
-            if clock.diff(now, e[2]) >= age_ms * 1000:
+            if age_ms == 0 or clock.diff(now, e[2]) >= age_ms * 1000:
                 e[1][0] |= _DUP
                 e[2] = now
                 await self._send(e[1])
@@ -263,8 +229,52 @@ class MQTTClient:
                     if e[0] == pid:
                         del self._inflight[topic]
                         break
+                # The broker's PUBACK for a report of ours, sent alone: a
+                # small segment waiting for our TCP ACK. A broker with Nagle's
+                # algorithm on (Mosquitto's default) holds what it sends next
+                # (the next command, or its PUBACK for a newer report) behind
+                # it until that ACK comes, and a delayed ACK comes 40 ms later
+                # (Linux) or at lwIP's next 250 ms timer. So our ACK goes out
+                # now: with a PUBACK held back for it (all of them once no
+                # report is in flight; else the oldest, keeping the rest for
+                # the broker's next PUBACK), or, with none owed, by
+                # TCP_QUICKACK where the stack has it.
+                if self._owed:
+                    await self._pay(0 if not self._inflight else 1)
+                elif self.quickack:
+                    try:
+                        self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
+                    except Exception:
+                        self.quickack = False  # not on this stack
+
             else:
-                await self._discard(n)
+                await self._fill(n)  # dropped
+
+    async def _pay(self, n=0):
+        # Send the n oldest held-back PUBACKs (all: 0), in order, in one
+        # write. Packet id 0 stands for a QoS 0 message, which owes no PUBACK:
+        # if that is all, an empty QoS 0 PUBLISH on <will topic>/ack (no one
+        # subscribes to it, the broker answers it with nothing) carries the
+        # TCP ACK instead.
+        owed = self._owed
+        if n and n < len(owed):
+            self._owed = owed[n:]
+            owed = owed[:n]
+        else:
+            self._owed = []
+        n = len(owed) - owed.count(0)
+        if not n:
+            if self.will:
+                # ("/" + "ack": strings the firmware has, no new qstr)
+                await self._send(mqtt_proto.publish(self.will[0] + "/" + "ack", b"", False, 0))
+            return
+        pkt = bytearray(4 * n)  # the PUBACKs back to back
+        i = 0
+        for pid in owed:
+            if pid:
+                struct.pack_into("!BBH", pkt, i, _PUBACK, 2, pid)
+                i += 4
+        await self._send(pkt)
 
     async def _on_publish(self, hdr, n):
         # Topic and payload are read into self.buf in turn: the topic is
@@ -278,7 +288,7 @@ class MQTTClient:
         n -= tl + 2
         topic = None
         if tl > _MAX_PACKET:
-            await self._discard(tl)  # no topic of ours
+            await self._fill(tl)  # no topic of ours: dropped
         else:
             await self._fill(tl)
             for t, _ in self.subs:
@@ -291,35 +301,55 @@ class MQTTClient:
             await self._fill(2)
             pid = buf[0] << 8 | buf[1]
             n -= 2
-        if n > _MAX_PACKET:
-            await self._discard(n)  # too large: the handler reports it
-        else:
-            await self._fill(n)
-        if qos == 1:
-            await self._send(struct.pack("!BBH", _PUBACK, 2, pid))
+        await self._fill(n)  # too large: dropped, the handler reports it
         if self.on_message:
             await self.on_message(topic, buf, n, bool(hdr & 1))
+        if not qos:
+            # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
+            # this message caused is ACKed by an empty PUBLISH (see _pay).
+            if self._inflight and not self.quickack and len(self._owed) < _ACK_OWED_MAX:
+                self._owed.append(0)
+        elif qos == 1:
+            # Acknowledged once handled: a command lost with a dropped link
+            # comes again, and the handler knows it by its id. While the
+            # handler's state report is in flight, the PUBACK waits for the
+            # broker's PUBACK of that report and then carries our TCP ACK of
+            # it (see the PUBACK branch in _reader). Bounded: at most
+            # _ACK_OWED_MAX are held, and the timer's next tick sends them
+            # (when the broker's PUBACK is late, the link is in trouble
+            # anyway). No task or timer per command: nothing allocated.
+            owed = self._owed
+            owed.append(pid)
+            if not self._inflight or len(owed) >= _ACK_OWED_MAX:
+                await self._pay()
 
     async def _pinger(self):
         # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
         ka = self.keepalive * 1000  # ms; 0: no keepalive
         step = min(ka // 2, _RETRY_MS) if ka else _RETRY_MS
-        quiet = 0
+        t = [0, 0]  # ms without a packet, ms since the last PINGREQ
+        last = time.ticks_ms()
+        seen = self.t_packet
         while True:
             await asyncio.sleep_ms(step)
-            if ka and clock.diff(clock.now(), self._last_rx) > ka * 1500:
+            now = time.ticks_ms()
+            p = self.t_packet  # changes with every packet that arrives
+            what = mqtt_proto.keepalive(t, ka, time.ticks_diff(now, last), p != seen)
+            last = now
+            seen = p
+            if what == _KA_DEAD:
                 # Half-open connection: nothing heard for 1.5 keepalives.
-                self._dead = True
+                self.connected = None  # declared dead: see run()
                 if self._reader_task:
                     self._reader_task.cancel()
                 return
-            quiet += step
             try:
                 if self._lock.locked():
                     continue  # a send is stuck: no pile-up; the check above ends it
-                if ka and quiet >= ka // 2:
-                    quiet = 0
-                    await self._send(bytes((_PINGREQ, 0)))
+                if what == _KA_PING:
+                    await self._send(b"\xc0\x00")  # PINGREQ
+                if self._owed:
+                    await self._pay()  # held too long: the broker's PUBACK is late
                 if self._inflight:
                     await self._resend(_RETRY_MS)
                 if self.on_tick:
@@ -327,34 +357,41 @@ class MQTTClient:
             except Exception:
                 return
 
-    def _close(self):
+    def close(self):
+        # Close the link now: the socket itself, not only the stream
+        # (MicroPython's Stream.close() leaves the socket to the garbage
+        # collector, and lwIP has only a few sockets).
         w = self._w
+        s = self._r
         self._w = None
         self._r = None
         self.connected = False
-        if w:
-            try:
-                w.close()
-            except Exception:
-                pass
+        for x in (w and w.s, s):  # the TLS socket, then the TCP one under it
+            if x is not None:
+                try:
+                    x.close()
+                except Exception:
+                    pass
+
+    _close = close  # the old name
 
     async def run(self):
-        """Stay connected forever: connect, serve, reconnect with backoff."""
-        backoff = 250
-        while not self._stop:
+        # Stay connected forever: connect, serve, reconnect with backoff.
+        backoff = _BACKOFF_MS
+        while True:
             gc.collect()  # a connection's buffers in one piece, not in fragments
+            up = False
             try:
                 await self._open()
+                up = True
                 self.connected = True
-                self._last_rx = clock.now()
-                backoff = 250
+                backoff = _BACKOFF_MS
                 if self._inflight:
                     await self._resend(0)  # unacknowledged before the link dropped
                 if self.on_connect:
                     await self.on_connect()
                 # Up, subscribed, and the state, availability... published.
                 self.on_status("connected", "%s:%d" % (self.host, self.port))
-                self._dead = False
                 self._reader_task = asyncio.create_task(self._reader())
                 t = asyncio.create_task(self._pinger())
                 try:
@@ -363,7 +400,7 @@ class MQTTClient:
                     t.cancel()
                     self._reader_task = None
             except asyncio.CancelledError:
-                if not self._dead:
+                if self.connected is not None:  # not the keepalive's doing
                     raise
                 self.on_status("disconnected", "keepalive timeout")
             except Exception as e:  # the link must never take the light down
@@ -377,10 +414,10 @@ class MQTTClient:
                     why = "tls: handshake failed: " + why
                 self.on_status("disconnected", why)
             finally:
-                self._close()
+                self.close()
                 self._lock = asyncio.Lock()  # not held over by a send stuck on the old link
-            if self._stop:
-                break
+            if not up:
+                self._addr = None  # the next attempt resolves the name again
             jitter = os.urandom(1)[0] * backoff // 512  # up to +50 %
             await asyncio.sleep_ms(backoff + jitter)
-            backoff = min(backoff * 2, 30000)
+            backoff = min(backoff * 2, _BACKOFF_MAX_MS)

@@ -12,6 +12,9 @@
 #                                    (config "groups": [names]): the same
 #                                    schema and dedup by id as .../set; each
 #                                    light reports on its own .../state
+#   <discovery prefix>/status    Home Assistant's birth message: "online"
+#                                (HA restarted) gets the discovery config and
+#                                the current state published again
 # State and availability go out at QoS 1 (config "qos", default 1) on a
 # persistent session (config "clean_session", default false).
 import gc
@@ -36,12 +39,15 @@ class MqttLink:
         self.t_ping = (base + "ping").encode()
         self.t_state = base + "state"
         self.t_avail = base + "availability"
-        self.t_error = base + "error"
-        self.t_pong = base + "pong"
+        # .../error, .../pong and .../ack are made from t_state when used
         self.qos = q = 1 if m.get("qos", 1) else 0
         self.t_disc = None
+        self.t_groups = tuple(("%s/group/%s/set" % (cfg["base_topic"], g)).encode() for g in cfg.get("groups") or ())
+        subs = ((self.t_set, q), (self.t_ping, 0)) + tuple((t, q) for t in self.t_groups)
         if m.get("discovery", True):
-            self.t_disc = "%s/light/%s/config" % (m.get("discovery_prefix") or "homeassistant", cfg["device_id"])
+            pre = m.get("discovery_prefix") or "homeassistant"
+            self.t_disc = "%s/light/%s/config" % (pre, cfg["device_id"])
+            subs += (((pre + "/" + "status").encode(), 0),)  # names the firmware has: no new qstr
         tls = m if m.get("tls") else None  # see mqtt_tls.py
         c = MQTTClient(
             m.get("client_id") or "lightctl-" + cfg["device_id"],
@@ -52,10 +58,11 @@ class MqttLink:
             m.get("keepalive", 30),
             tls,
             bool(m.get("clean_session", False)),
+            (self.t_avail, "offline", True, q),
+            subs,
         )
-        c.will = (self.t_avail, "offline", True, q)
-        self.t_groups = tuple(("%s/group/%s/set" % (cfg["base_topic"], g)).encode() for g in cfg.get("groups") or ())
-        c.subs = [(self.t_set, q), (self.t_ping, 0)] + [(t, q) for t in self.t_groups]
+        if not m.get("quickack", True):
+            c.quickack = False  # do without TCP_QUICKACK even on Linux: as on lwIP
         c.on_message = self.on_message
         c.on_connect = self.on_connect
         c.on_status = self.on_status
@@ -83,18 +90,18 @@ class MqttLink:
         self.dirty = False
 
     def post(self, body, ack=False):
-        """Write the event's PUBLISH now (synchronous) on the retained state
-        topic; ack: a repeated command's original event on the non-retained
-        ack topic (the state never rolls back). Returns a packet still to be
-        sent by flush(), or None. Never raises: on MemoryError, collects and
-        tries once more, then reports it (lost)."""
+        # Write the event's PUBLISH now (synchronous) on the retained state
+        # topic; ack: a repeated command's original event on the non-retained
+        # ack topic (the state never rolls back). Returns a packet still to be
+        # sent by flush(), or None. Never raises: on MemoryError, collects and
+        # tries once more, then reports it (lost).
         c = self.client
         if not c.connected:
             return None  # the current state is published again on (re)connect
         for _ in (0, 1):
             try:
                 p = c.put(
-                    self.t_pong[:-4] + "ack" if ack else self.t_state,
+                    self.t_state[:-5] + "ack" if ack else self.t_state,
                     b'{%s,"t_tx":%d}' % (body, clock.now()),
                     not ack,
                     0 if ack else self.qos,
@@ -109,8 +116,8 @@ class MqttLink:
         self.lost()
 
     def lost(self):
-        """A report hit MemoryError: the console hears of it, and the current
-        state is published again at the next tick (or on reconnect)."""
+        # A report hit MemoryError: the console hears of it, and the current
+        # state is published again at the next tick (or on reconnect).
         self.dirty = True
         gc.collect()
         self.app.serial.write('{"ev":"error","code":"internal","msg":"MemoryError: report lost","src":"mqtt"}')
@@ -135,7 +142,7 @@ class MqttLink:
         s = protocol.error_json(e)
         self.app.serial.write(s[:-1] + ',"src":"mqtt"}')
         try:
-            await self.client.publish(self.t_error, s)
+            await self.client.publish(self.t_state[:-5] + "error", s)
         except MemoryError:
             self.lost()
         except Exception:
@@ -143,6 +150,13 @@ class MqttLink:
 
     async def on_message(self, topic, buf, n, retained):
         t_rx = self.client.t_packet
+        if topic is not self.t_set and topic is not self.t_ping and topic not in self.t_groups:
+            # <discovery prefix>/status: Home Assistant (re)started, and asks
+            # for the discovery config and the state again. A retained
+            # "online" comes at every connect, which publishes them anyway.
+            if topic and not retained and n == 6 and buf.find(b"online", 0, 6) == 0:
+                await self.on_connect()
+            return
         cmd_id = None
         try:
             if n > protocol.MAX_LEN:
@@ -152,7 +166,7 @@ class MqttLink:
             if topic == self.t_ping:
                 protocol.unknown_fields(obj, PING_FIELDS, cmd_id)
                 await self.client.publish(
-                    self.t_pong,
+                    self.t_state[:-5] + "pong",
                     '{"id":"%s","t_rx":%d,"ticks":%d}' % (cmd_id or "", t_rx, clock.now()),
                 )
             elif topic == self.t_set or topic in self.t_groups:

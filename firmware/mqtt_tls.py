@@ -20,20 +20,10 @@ def _der(path):
     return out
 
 
-class _NoDelay:
-    # What asyncio.open_connection(ssl=...) calls: TCP_NODELAY goes on the
-    # plain socket before TLS wraps it (the TLS socket has no setsockopt), so
-    # small records are not held back by Nagle's algorithm.
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-    def wrap_socket(self, sock, **kw):
-        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
-        return self.ctx.wrap_socket(sock, **kw)
-
-
 def context(m):
-    """A fresh client context for one connection, to pass as ssl=."""
+    """A fresh client context for one connection. The client sets
+    TCP_NODELAY on the plain socket before it wraps it (the TLS socket has no
+    setsockopt), so small records are not held back by Nagle's algorithm."""
     ca = m.get("ca")
     if not ca:
         raise ValueError("mqtt.tls needs mqtt.ca (the CA certificate file)")
@@ -43,4 +33,4 @@ def context(m):
         ctx.load_verify_locations(cadata=der)
     if m.get("cert"):
         ctx.load_cert_chain(_der(m["cert"])[0], _der(m["key"])[0])
-    return _NoDelay(ctx)
+    return ctx

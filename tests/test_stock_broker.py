@@ -1,0 +1,156 @@
+"""MQTT journeys on a Mosquitto started as users start it: ``mosquitto -p PORT``.
+
+A stock Mosquitto leaves Nagle's algorithm on. After the broker's PUBACK for
+the device's state report (a small packet sent alone) it holds the next
+command until the device ACKs that PUBACK at the TCP level, and a delayed ACK
+comes 40 ms later on Linux, or at lwIP's next 250 ms timer on an ESP32. The
+device avoids that: its ACK goes out at once, with the command's own PUBACK
+held back for it (QoS 1, any TCP stack), by TCP_QUICKACK (Linux), or with an
+empty QoS 0 PUBLISH that the broker answers with nothing (QoS 0, lwIP).
+
+These tests look for the delayed-ACK signature: a host -> device hop between
+30 and 250 ms. The harness's own broker sets ``set_tcp_nodelay`` and never
+shows it, so only a stock broker can catch a regression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from host_harness.broker.stock import StockMosquitto
+from host_harness.dut.device import Device
+from host_harness.link.mqtt_client import HostMqtt
+from host_harness.measure.clocksync import clock_for
+from host_harness.measure.journeys import Journeys
+from host_harness.measure.load import closed_loop
+from host_harness.netfault.proxy import FaultProxy
+from host_harness.pytest_plugin import DeviceFactory
+
+pytestmark = pytest.mark.unix_only
+
+JOURNEYS = 30
+STALL_MS = (30.0, 250.0)  # Linux's delayed ACK (40 ms) .. lwIP's ACK timer (250 ms)
+TIMEOUT = 5.0
+PUBLISH, PUBACK = 0x30, 0x40  # MQTT packet types (fixed header, high nibble)
+
+
+@pytest.fixture(scope="module")
+def stock() -> Iterator[StockMosquitto]:
+    with StockMosquitto() as b:
+        yield b
+
+
+@pytest.fixture
+def host(stock: StockMosquitto) -> Iterator[HostMqtt]:
+    c = HostMqtt(stock.info, "stock").connect()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _publishing_at(mq: HostMqtt, qos: int) -> HostMqtt:
+    """Commands at ``qos``: Home Assistant publishes at the QoS of the
+    discovery config, which the device sets to its own (1)."""
+    plain = mq.publish
+
+    def publish(topic: str, payload: str | bytes, qos_: int = 0, retain: bool = False) -> int:
+        return plain(topic, payload, qos=max(qos, qos_), retain=retain)
+
+    mq.publish = publish  # type: ignore[method-assign,assignment]
+    return mq
+
+
+def _check_no_stall(dev: Device, mq: HostMqtt) -> None:
+    dev.wait_mqtt()
+    js = Journeys(dev, mq, timeout=TIMEOUT)
+    clock = clock_for(dev, mq)[0]
+    run = closed_loop(js, "mqtt", JOURNEYS, clock)
+    assert not run.lost and not run.errors, (run.lost, run.errors)
+    ids = [j.id for j in run.journeys]
+    assert len(ids) == JOURNEYS and len(set(ids)) == JOURNEYS  # each confirmed once
+    seqs = [j.seq for j in run.journeys]
+    assert seqs == list(range(seqs[0], seqs[0] + JOURNEYS))
+    h2d = [round(ht.hops["host_to_device"], 2) for ht in run.hop_times]
+    stalled = [ms for ms in h2d if STALL_MS[0] <= ms <= STALL_MS[1]]
+    assert not stalled, f"host -> device held by the broker (delayed-ACK band {STALL_MS} ms): {h2d}"
+
+
+@pytest.mark.parametrize("quickack", [True, False], ids=["tcp_quickack", "as_on_lwip"])
+def test_qos0_commands_are_not_held_by_a_stock_broker(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, quickack: bool
+) -> None:
+    # With TCP_QUICKACK (Linux) the device ACKs at once; without it (lwIP) an
+    # empty QoS 0 PUBLISH on <availability>/ack carries the ACK.
+    _check_no_stall(device_factory(broker=stock.info, config={"mqtt": {"quickack": quickack}}), host)
+
+
+def test_a_qos1_command_is_acknowledged_after_the_brokers_puback_so_the_device_has_the_last_word(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+) -> None:
+    # Without TCP_QUICKACK (as on lwIP) what carries the device's TCP ACK of
+    # the broker's PUBACK is the command's own PUBACK, held back for it. The
+    # order on the wire shows it: PUBLISH(command) down, PUBLISH(state) up,
+    # PUBACK(state) down, PUBACK(command) up. (Timing cannot show it here:
+    # at QoS 1 the host's own link stalls too, and its delay hides this one.)
+    with FaultProxy(*stock.info.address).start() as proxy:
+        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        dev.wait_mqtt()
+        js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
+        js.via_mqtt("OFF")
+        wire: list[tuple[str, int]] = []
+
+        def recorder(direction: str) -> Callable[[bytes], bool]:
+            def record(p: bytes) -> bool:
+                if p[0] & 0xF0 in (PUBLISH, PUBACK):
+                    wire.append((direction, p[0] & 0xF0))
+                return False  # nothing dropped
+
+            return record
+
+        proxy.up.drop_next(recorder("up"), 10**6)
+        proxy.down.drop_next(recorder("down"), 10**6)
+        for i in range(10):
+            js.via_mqtt("ON", i + 1)
+        js.via_mqtt("OFF")  # the tenth PUBACK is through by then
+        acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
+        assert len(acks) >= 10, wire
+        late = [k for k in acks if k == 0 or wire[k - 1] != ("down", PUBACK)]
+        assert not late, f"PUBACKs not right after the broker's PUBACK: {wire}"
+
+
+def test_a_held_puback_lost_with_the_link_brings_the_command_again_and_it_is_not_applied_twice(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+) -> None:
+    # The device holds a command's PUBACK until the broker acknowledges the
+    # state report; the link dies before the PUBACK gets out. The broker sends
+    # the command again on the persistent session; the device knows its id.
+    with FaultProxy(*stock.info.address).start() as proxy:
+        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        dev.wait_mqtt()
+        js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
+        js.via_mqtt("OFF")  # subscribed, and the device's session is set up
+        lost = proxy.up.drop_next(lambda p: p[:1] == b"\x40")  # the device's next PUBACK
+        dsince, since = dev.log.cursor, host.log.cursor
+        first = js.via_mqtt("ON", 42, cmd_id="held-1")
+        lost.wait(TIMEOUT)
+        proxy.cut()
+        dev.log.wait_for(lambda e: e.kind == "mqtt" and e.get("status") == "connected", 20, "MQTT back", dsince)
+        again = host.log.wait_for(
+            lambda e: e.topic == js.topic("ack") and e.get("id") == "held-1",
+            TIMEOUT,
+            "the command held-1 delivered again, answered on .../ack",
+            since,
+        )
+        assert again.get("dup") is True and again.get("seq") == first.seq
+        changes = [e for e in dev.log.events(dsince) if e.kind == "change" and e.get("id") == "held-1"]
+        assert len(changes) == 1  # applied once
+        st = dev.get()
+        assert (st.get("seq"), st.get("state"), st.get("brightness")) == (first.seq, "ON", 42)
+
+
+def test_the_stock_broker_is_stock(stock: StockMosquitto) -> None:
+    # What makes it stock: no config file, so no set_tcp_nodelay.
+    assert stock.proc is not None and stock.proc.args == [stock.executable, "-p", str(stock.port)]
