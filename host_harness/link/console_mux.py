@@ -17,9 +17,7 @@ import select
 import selectors
 import threading
 import time
-from collections import deque
 
-from host_harness.core.events import EventLog
 from host_harness.link.serial_link import SerialLink
 
 WRITE_TIMEOUT_S = 5.0
@@ -30,36 +28,26 @@ class MuxLink(SerialLink):
 
     def __init__(self, mux: ConsoleMux, fd: int, url: str, name: str) -> None:
         # SerialLink's state, without its port object and reader thread.
-        self.url = url
-        self.log = EventLog(f"{name} {url}")
-        self.noise: deque[str] = deque(maxlen=200)
-        self.raw_listeners = []
-        self.bytes_read = 0
-        self.line_listeners = []
-        self._write_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._init_state(url, name)
         self.fd = fd
         self.buf = bytearray()
         self._mux = mux
 
-    def write_raw(self, data: bytes) -> int:
-        """Write bytes; returns time.monotonic_ns() just before the write."""
-        with self._write_lock:
-            t = time.monotonic_ns()
-            view = memoryview(data)
-            deadline = time.monotonic() + WRITE_TIMEOUT_S
-            while view:
-                try:
-                    view = view[os.write(self.fd, view) :]
-                except BlockingIOError:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        msg = f"cannot write to {self.url}: not drained in {WRITE_TIMEOUT_S:g} s"
-                        raise ConnectionError(msg) from None
-                    select.select([], [self.fd], [], left)
-                except OSError as e:
-                    raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
-            return t
+    def _write(self, data: bytes) -> None:
+        """All of ``data`` into the pty (SerialLink.write_raw paces it by the console window)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    msg = f"cannot write to {self.url}: not drained in {WRITE_TIMEOUT_S:g} s"
+                    raise ConnectionError(msg) from None
+                select.select([], [self.fd], [], left)
+            except OSError as e:
+                raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
 
     def close(self) -> None:
         if not self._stop.is_set():

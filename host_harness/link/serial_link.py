@@ -41,11 +41,17 @@ def split_event(text: str) -> tuple[str, dict[str, Any] | None]:
 
 class SerialLink:
     def __init__(self, url: str, baudrate: int = 115200, name: str = "serial") -> None:
-        self.url = url
         try:
             self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, exclusive=None)
         except (serial.SerialException, ValueError, OSError) as e:
             raise ConnectionError(f"cannot open serial port {url}: {e}") from e
+        self._init_state(url, name)
+        self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
+        self._thread.start()
+
+    def _init_state(self, url: str, name: str) -> None:
+        """The link's state, whoever reads its bytes (its own thread, or a ConsoleMux)."""
+        self.url = url
         self.log = EventLog(f"{name} {url}")
         self.noise: deque[str] = deque(maxlen=200)
         self.raw_listeners: list[Any] = []  # called with every chunk of bytes read
@@ -54,8 +60,6 @@ class SerialLink:
         self._write_lock = threading.Lock()
         self.credit = CreditWindow()  # paces writes to the device's console window (see link/credit.py)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
-        self._thread.start()
 
     def _reader(self) -> None:
         buf = bytearray()
