@@ -148,16 +148,19 @@ class App:
     async def _press_run(self, btn):
         # One task drives the queued presses, one after another: each is a
         # whole press, hold and release, and the next starts only once the
-        # debouncer has re-armed.
+        # debouncer has re-armed, which the console is told ("released", with
+        # the button's count of presses): the host waits for it, not a guess.
         ev = self._press_ev
         while True:
             await ev.wait()
             ev.clear()
             while self.presses:
                 try:
+                    btn.armed.clear()  # set again once the button task has seen this press through
                     # started only when the board layer has press()
                     await board.press(btn.pin, btn.active_low)  # pyright: ignore[reportOptionalCall]
-                    await asyncio.sleep_ms(btn.debounce_ms + 5)
+                    await btn.armed.wait()
+                    self.serial.write('{"ev":"released","presses":%d}' % btn.presses)
                 except Exception as e:
                     gc.collect()
                     self.fault("internal", type(e).__name__, "button")
