@@ -217,7 +217,7 @@ class App:
         try:
             await c.run()
         finally:
-            c._close()  # a restart after a failure starts from a closed link
+            c.close()  # a restart after a failure starts from a closed link
 
     async def _supervise(self, name, job):
         """Run job() (a coroutine function) for good: a failure is reported
@@ -274,7 +274,7 @@ class App:
         if s:
             s.deinit(board.irq_detach)
         if self.mqtt:
-            self.mqtt.client._close()
+            self.mqtt.client.close()
         if self.wdt:
             board.watchdog_park(self.wdt)
 

@@ -1,12 +1,8 @@
-# The MQTT connection keeper: opens the link, reads packets as their bytes
-# arrive, pings, sends unacknowledged PUBLISHes again and reconnects with
-# backoff. The packets themselves are built in mqtt_proto.py.
-#
-# Event-driven: one reader task parses packets as their bytes arrive and hands
-# each PUBLISH to on_message at once. A keepalive task sends PINGREQ and
-# declares the connection dead when the broker stops answering. run() keeps
-# the connection up forever, reconnecting with exponential backoff and jitter.
-#
+# The MQTT connection keeper (packets are built in mqtt_proto.py, the link
+# opened by mqtt_open.py). Event-driven: one reader task parses packets as
+# their bytes arrive and hands each PUBLISH to the link at once; a keepalive
+# task pings and declares the connection dead when the broker stops
+# answering; run() reconnects for good, with exponential backoff and jitter.
 # QoS 1 out: the latest unacknowledged PUBLISH per topic is kept (a newer one
 # on the same topic supersedes it: only the latest state matters) and sent
 # again with the DUP flag after a reconnect (persistent session) and when its
@@ -18,8 +14,7 @@ import struct
 import sys
 import time
 
-# Loaded at boot, before the heap fragments, not at the first connect (used
-# by mqtt_open.py):
+# Loaded at boot, before the heap fragments, for mqtt_open.py:
 from asyncio import wait_for  # noqa: F401
 from asyncio.stream import Stream  # noqa: F401  # pyright: ignore[reportMissingImports]  # in MicroPython's asyncio; the stubs lack it
 from micropython import const
@@ -49,13 +44,10 @@ _BACKOFF_MAX_MS = const(30000)
 class MQTTClient:
     def __init__(self, link, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, ssl=None, clean=True, will=None, subs=()):
-        # link: what is told of the connection (mqtt_link.MqttLink), by
-        #   async on_message(topic, buf, n, retained): topic is the subscribed
-        #     one (None if none matches), the payload is buf[:n]; n > len(buf):
-        #     too long, unread
-        #   async on_connect(), after every connect
-        #   async on_tick(), at every keepalive/retransmission tick
-        #   on_status(status, detail), both str
+        # link (mqtt_link.MqttLink) is told: async on_message(topic, buf, n,
+        # retained) (topic: the subscribed one or None; payload buf[:n]; n >
+        # len(buf): too long, unread), async on_connect() after each connect,
+        # async on_tick() at each timer tick, on_status(status, detail).
         # ssl: None, or the TLS options for mqtt_tls.context() (per connect);
         # will: None, or (topic, message, retain, qos); subs: (topic (bytes),
         # qos) pairs, subscribed at every connect
@@ -85,7 +77,6 @@ class MQTTClient:
         self._hs = False  # in a TLS handshake
         self.buf = bytearray(_MAX_PACKET)  # each incoming packet is read into it
 
-    # -- wire ------------------------------------------------------------
     # A packet is written whole and at once (StreamWriter.write is synchronous:
     # what the socket does not take waits in the stream's out_buf), unless
     # another writer holds the stream: a packet written in pieces (discovery)
@@ -162,7 +153,6 @@ class MQTTClient:
         self.t_packet = t
         return hdr, n
 
-    # -- connection ----------------------------------------------------------
     async def _open(self):
         # The connect-time code (resolve, socket, TLS, CONNECT, SUBSCRIBE) is
         # loaded for the connect and dropped again: no RAM in between.
@@ -195,23 +185,8 @@ class MQTTClient:
         return self._write(pkt)
 
     async def publish(self, topic, msg, retain=False, qos=0):
-        # msg: str or bytes; or a list of bytes, a payload written piece by
-        # piece and never held whole in RAM (at QoS 0).
-        if not isinstance(msg, list):
-            await self.flush(self.put(topic, msg, retain, qos))
-            return
-        n = 0
-        for p in msg:
-            n += len(p)
-        async with self._lock:
-            w = self._w
-            if w is None:
-                raise OSError("not connected")
-            t = mqtt_proto._str(topic)
-            w.write(bytes((_PUBLISH | (1 if retain else 0),)) + mqtt_proto._remaining(len(t) + n) + t)
-            for p in msg:
-                w.write(p)
-                await w.drain()
+        # msg: str or bytes (discovery.py writes a long payload in pieces).
+        await self.flush(self.put(topic, msg, retain, qos))
 
     async def _resend(self, age_ms):
         # Send unacknowledged PUBLISHes again (DUP set) once older than age_ms.
@@ -378,8 +353,6 @@ class MQTTClient:
                     x.close()
                 except Exception:
                     pass
-
-    _close = close  # the old name
 
     async def run(self):
         # Stay connected forever: connect, serve, reconnect with backoff.
