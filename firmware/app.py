@@ -148,16 +148,19 @@ class App:
     async def _press_run(self, btn):
         # One task drives the queued presses, one after another: each is a
         # whole press, hold and release, and the next starts only once the
-        # debouncer has re-armed.
+        # debouncer has re-armed, which the console is told ("released", with
+        # the button's count of presses): the host waits for it, not a guess.
         ev = self._press_ev
         while True:
             await ev.wait()
             ev.clear()
             while self.presses:
                 try:
+                    btn.armed.clear()  # set again once the button task has seen this press through
                     # started only when the board layer has press()
                     await board.press(btn.pin, btn.active_low)  # pyright: ignore[reportOptionalCall]
-                    await asyncio.sleep_ms(btn.debounce_ms + 5)
+                    await btn.armed.wait()
+                    self.serial.write('{"ev":"released","presses":%d}' % btn.presses)
                 except Exception as e:
                     gc.collect()
                     self.fault("internal", type(e).__name__, "button")
@@ -214,7 +217,7 @@ class App:
         try:
             await c.run()
         finally:
-            c._close()  # a restart after a failure starts from a closed link
+            c.close()  # a restart after a failure starts from a closed link
 
     async def _supervise(self, name, job):
         """Run job() (a coroutine function) for good: a failure is reported
@@ -271,7 +274,7 @@ class App:
         if s:
             s.deinit(board.irq_detach)
         if self.mqtt:
-            self.mqtt.client._close()
+            self.mqtt.client.close()
         if self.wdt:
             board.watchdog_park(self.wdt)
 

@@ -128,14 +128,11 @@ class EmuConsole(Console):
                 wait = time.ticks_diff(self.t_next, time.ticks_us())
                 await asyncio.sleep_ms(wait // 1000 + 1)
                 continue
-            try:
-                n = await self.reader.readinto(self.one)
-            except OSError:
-                return 0
-            if not n:
+            c = await self._next()
+            if c < 0:
                 return 0
             self.t_look = time.ticks_us()
-            self._pull(self.one[0])
+            self._pull(c)
 
     def write(self, s):
         super().write(s)

@@ -2,7 +2,9 @@
 # flag (a ThreadSafeFlag on a board, where the IRQ is a real interrupt; the
 # board layer chooses); the task acts on the first edge of a press (leading-edge
 # debounce: no waiting before the light changes), then ignores bounces until
-# the button has been released and stable for debounce_ms.
+# the button has been released and stable for debounce_ms. `armed` is set
+# while the task waits for the next press (the debouncer is re-armed), so a
+# simulated press can tell the host when the next press would count.
 import asyncio
 
 import clock
@@ -19,6 +21,7 @@ class Button:
         self.edges = 0
         self.presses = 0
         self._inject = False
+        self.armed = asyncio.Event()
         irq_attach(pin, self._irq)
 
     def _irq(self, pin):
@@ -37,8 +40,11 @@ class Button:
         self.flag.set()
 
     async def run(self):
+        armed = self.armed
         while True:
+            armed.set()
             await self.flag.wait()
+            armed.clear()
             if self._inject:
                 self._inject = False
                 self.presses += 1

@@ -9,6 +9,8 @@
 # sent again on every connect anyway.
 import json
 
+from mqtt_proto import _remaining, _str
+
 
 async def publish(link):
     app = link.app
@@ -32,7 +34,20 @@ async def publish(link):
         json.dumps(app.bdef.get("name", "?")),
         ',"manufacturer":"lightctl","sw_version":"%s"}}' % app.VERSION,
     ]
+    n = 0
     for i in range(len(parts)):
         if isinstance(parts[i], str):
             parts[i] = parts[i].encode()
-    await link.client.publish(link.t_disc, parts, True)  # retained, in pieces
+        n += len(parts[i])
+    # One retained QoS 0 PUBLISH, written piece by piece under the client's
+    # lock (no other packet may come between its pieces).
+    c = link.client
+    async with c._lock:
+        w = c._w
+        if w is None:
+            raise OSError("not connected")
+        t = _str(link.t_disc)
+        w.write(b"\x31" + _remaining(len(t) + n) + t)  # PUBLISH, retained
+        for p in parts:
+            w.write(p)
+            await w.drain()

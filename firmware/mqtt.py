@@ -1,12 +1,8 @@
-# The MQTT connection keeper: opens the link, reads packets as their bytes
-# arrive, pings, sends unacknowledged PUBLISHes again and reconnects with
-# backoff. The packets themselves are built in mqtt_proto.py.
-#
-# Event-driven: one reader task parses packets as their bytes arrive and hands
-# each PUBLISH to on_message at once. A keepalive task sends PINGREQ and
-# declares the connection dead when the broker stops answering. run() keeps
-# the connection up forever, reconnecting with exponential backoff and jitter.
-#
+# The MQTT connection keeper (packets are built in mqtt_proto.py, the link
+# opened by mqtt_open.py). Event-driven: one reader task parses packets as
+# their bytes arrive and hands each PUBLISH to the link at once; a keepalive
+# task pings and declares the connection dead when the broker stops
+# answering; run() reconnects for good, with exponential backoff and jitter.
 # QoS 1 out: the latest unacknowledged PUBLISH per topic is kept (a newer one
 # on the same topic supersedes it: only the latest state matters) and sent
 # again with the DUP flag after a reconnect (persistent session) and when its
@@ -18,10 +14,9 @@ import struct
 import sys
 import time
 
-# Loaded at boot, before the heap fragments, not at the first connect (used
-# by mqtt_open.py):
+# Loaded at boot, before the heap fragments, for mqtt_open.py:
 from asyncio import wait_for  # noqa: F401
-from asyncio.stream import Stream  # noqa: F401
+from asyncio.stream import Stream  # noqa: F401  # pyright: ignore[reportMissingImports]  # in MicroPython's asyncio; the stubs lack it
 from micropython import const
 
 import clock
@@ -47,11 +42,16 @@ _BACKOFF_MAX_MS = const(30000)
 
 
 class MQTTClient:
-    def __init__(self, client_id, host, port=1883, user=None, password=None,
+    def __init__(self, link, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, ssl=None, clean=True, will=None, subs=()):
+        # link (mqtt_link.MqttLink) is told: async on_message(topic, buf, n,
+        # retained) (topic: the subscribed one or None; payload buf[:n]; n >
+        # len(buf): too long, unread), async on_connect() after each connect,
+        # async on_tick() at each timer tick, on_status(status, detail).
         # ssl: None, or the TLS options for mqtt_tls.context() (per connect);
         # will: None, or (topic, message, retain, qos); subs: (topic (bytes),
         # qos) pairs, subscribed at every connect
+        self.link = link
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -64,26 +64,19 @@ class MQTTClient:
         self.quickack = sys.platform == "linux"
         self.will = will
         self.subs = subs
-        # async (topic, buf, n, retained): topic is the subscribed one (None if
-        # none matches), the payload is buf[:n]; n > len(buf): too long, unread
-        self.on_message = None
-        self.on_tick = None  # async (), at every keepalive/retransmission tick
-        self.on_connect = None  # async ()
-        self.on_status = print  # (status: str, detail: str)
         self.connected = False  # True while up; None once the keepalive declared it dead
         self.t_packet = 0  # device ticks when the last packet's header arrived
         self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
         self._owed = []  # packet ids of PUBACKs held back (see _on_publish)
         self._addr = None  # the broker's address, resolved once per failure cycle
         self._r = None  # the raw TCP socket (under the TLS layer, with TLS)
-        self._w = None
+        self._w: Stream | None = None  # (annotations cost nothing at run time: not compiled)
         self._lock = asyncio.Lock()
         self._pid = 0
         self._reader_task = None
         self._hs = False  # in a TLS handshake
         self.buf = bytearray(_MAX_PACKET)  # each incoming packet is read into it
 
-    # -- wire ------------------------------------------------------------
     # A packet is written whole and at once (StreamWriter.write is synchronous:
     # what the socket does not take waits in the stream's out_buf), unless
     # another writer holds the stream: a packet written in pieces (discovery)
@@ -124,6 +117,8 @@ class MQTTClient:
         # once, without a round trip through the scheduler's poll: on a TLS
         # socket that poll cannot see bytes mbedTLS holds decrypted.
         r = self._w
+        if r is None:
+            raise OSError("not connected")
         mv = memoryview(self.buf)
         while n:
             m = min(n, _MAX_PACKET)
@@ -158,7 +153,6 @@ class MQTTClient:
         self.t_packet = t
         return hdr, n
 
-    # -- connection ----------------------------------------------------------
     async def _open(self):
         # The connect-time code (resolve, socket, TLS, CONNECT, SUBSCRIBE) is
         # loaded for the connect and dropped again: no RAM in between.
@@ -167,7 +161,10 @@ class MQTTClient:
         import mqtt_open
 
         try:
-            await mqtt_open.open(self)
+            # MicroPython's coroutines are generators: open() hands its socket
+            # to the scheduler with a bare yield, which pyright takes for an
+            # async generator.
+            await mqtt_open.open(self)  # pyright: ignore[reportGeneralTypeIssues]
         finally:
             del sys.modules["mqtt_open"]
 
@@ -188,23 +185,8 @@ class MQTTClient:
         return self._write(pkt)
 
     async def publish(self, topic, msg, retain=False, qos=0):
-        # msg: str or bytes; or a list of bytes, a payload written piece by
-        # piece and never held whole in RAM (at QoS 0).
-        if not isinstance(msg, list):
-            await self.flush(self.put(topic, msg, retain, qos))
-            return
-        n = 0
-        for p in msg:
-            n += len(p)
-        async with self._lock:
-            w = self._w
-            if w is None:
-                raise OSError("not connected")
-            t = mqtt_proto._str(topic)
-            w.write(bytes((_PUBLISH | (1 if retain else 0),)) + mqtt_proto._remaining(len(t) + n) + t)
-            for p in msg:
-                w.write(p)
-                await w.drain()
+        # msg: str or bytes (discovery.py writes a long payload in pieces).
+        await self.flush(self.put(topic, msg, retain, qos))
 
     async def _resend(self, age_ms):
         # Send unacknowledged PUBLISHes again (DUP set) once older than age_ms.
@@ -243,7 +225,8 @@ class MQTTClient:
                     await self._pay(0 if not self._inflight else 1)
                 elif self.quickack:
                     try:
-                        self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
+                        # _r: the socket mqtt_open.open() set, before the reader started
+                        self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)  # pyright: ignore[reportAttributeAccessIssue]
                     except Exception:
                         self.quickack = False  # not on this stack
 
@@ -302,8 +285,7 @@ class MQTTClient:
             pid = buf[0] << 8 | buf[1]
             n -= 2
         await self._fill(n)  # too large: dropped, the handler reports it
-        if self.on_message:
-            await self.on_message(topic, buf, n, bool(hdr & 1))
+        await self.link.on_message(topic, buf, n, bool(hdr & 1))
         if not qos:
             # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
             # this message caused is ACKed by an empty PUBLISH (see _pay).
@@ -352,8 +334,7 @@ class MQTTClient:
                     await self._pay()  # held too long: the broker's PUBACK is late
                 if self._inflight:
                     await self._resend(_RETRY_MS)
-                if self.on_tick:
-                    await self.on_tick()
+                await self.link.on_tick()
             except Exception:
                 return
 
@@ -373,8 +354,6 @@ class MQTTClient:
                 except Exception:
                     pass
 
-    _close = close  # the old name
-
     async def run(self):
         # Stay connected forever: connect, serve, reconnect with backoff.
         backoff = _BACKOFF_MS
@@ -388,10 +367,9 @@ class MQTTClient:
                 backoff = _BACKOFF_MS
                 if self._inflight:
                     await self._resend(0)  # unacknowledged before the link dropped
-                if self.on_connect:
-                    await self.on_connect()
+                await self.link.on_connect()
                 # Up, subscribed, and the state, availability... published.
-                self.on_status("connected", "%s:%d" % (self.host, self.port))
+                self.link.on_status("connected", "%s:%d" % (self.host, self.port))
                 self._reader_task = asyncio.create_task(self._reader())
                 t = asyncio.create_task(self._pinger())
                 try:
@@ -402,7 +380,7 @@ class MQTTClient:
             except asyncio.CancelledError:
                 if self.connected is not None:  # not the keepalive's doing
                     raise
-                self.on_status("disconnected", "keepalive timeout")
+                self.link.on_status("disconnected", "keepalive timeout")
             except Exception as e:  # the link must never take the light down
                 why = " ".join(str(e).split()) or type(e).__name__  # one line
                 if why.isdigit():
@@ -412,7 +390,7 @@ class MQTTClient:
                     why = "tls: certificate verify failed: " + why
                 elif self._hs and "ECONNREFUSED" not in why:
                     why = "tls: handshake failed: " + why
-                self.on_status("disconnected", why)
+                self.link.on_status("disconnected", why)
             finally:
                 self.close()
                 self._lock = asyncio.Lock()  # not held over by a send stuck on the old link

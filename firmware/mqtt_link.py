@@ -50,6 +50,7 @@ class MqttLink:
             subs += (((pre + "/" + "status").encode(), 0),)  # names the firmware has: no new qstr
         tls = m if m.get("tls") else None  # see mqtt_tls.py
         c = MQTTClient(
+            self,
             m.get("client_id") or "lightctl-" + cfg["device_id"],
             m.get("host", "127.0.0.1"),
             m.get("port", 8883 if tls else 1883),
@@ -63,10 +64,6 @@ class MqttLink:
         )
         if not m.get("quickack", True):
             c.quickack = False  # do without TCP_QUICKACK even on Linux: as on lwIP
-        c.on_message = self.on_message
-        c.on_connect = self.on_connect
-        c.on_status = self.on_status
-        c.on_tick = self.on_tick
         self.client = c
         self.dirty = False  # a state report was lost: the current state goes out again
 

@@ -4,8 +4,8 @@
 # new name costs RAM for good once a module holding it is loaded.)
 import socket
 import struct
-from asyncio import core, wait_for
-from asyncio.stream import Stream
+from asyncio import core, wait_for  # pyright: ignore[reportAttributeAccessIssue]  # core: MicroPython's asyncio internals, not in the stubs
+from asyncio.stream import Stream  # pyright: ignore[reportMissingImports]  # in MicroPython's asyncio; the stubs lack it
 from errno import EINPROGRESS
 
 from micropython import const

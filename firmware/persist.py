@@ -2,7 +2,9 @@
 # option "restore": "off" | "on" | "last"). Not written on every change, to
 # spare the flash: at most once per delay_ms, some delay_ms after a change,
 # only when the state differs from the file, and atomically (a temporary file
-# renamed over the old one), so a power cut never leaves half a file.
+# renamed over the old one), so a power cut never leaves half a file. Each
+# check of the timer is told on the console: {"ev":"persist","status":"saved"}
+# or "unchanged" (or "failed"), "detail" the file.
 import asyncio
 import json
 import os
@@ -64,8 +66,13 @@ class Store:
             await asyncio.sleep_ms(self.delay_ms)
             self.flag.clear()
             s = (light.on, light.brightness)
-            if s != self.saved:
-                try:
-                    self._write(s)
-                except OSError as e:
-                    report("persist", "failed", "%s: %s" % (self.path, e))
+            if s == self.saved:
+                # The timer's check, told like a write: the host knows by it
+                # that nothing was written, without waiting out a guess.
+                report("persist", "unchanged", self.path)
+                continue
+            try:
+                self._write(s)
+                report("persist", "saved", self.path)
+            except OSError as e:
+                report("persist", "failed", "%s: %s" % (self.path, e))

@@ -45,16 +45,21 @@ class Console:
             return -1
         return self.one[0] if n else -1
 
-    async def readinto(self, buf):
-        """Wait for input; fill buf with what is waiting. Returns the count,
-        0 when the console is closed or hung up."""
+    async def _next(self):
+        # The next byte, waited for; -1 when the console is closed or hung up.
         try:
             n = await self.reader.readinto(self.one)
         except OSError:
+            return -1
+        return self.one[0] if n else -1
+
+    async def readinto(self, buf):
+        """Wait for input; fill buf with what is waiting. Returns the count,
+        0 when the console is closed or hung up."""
+        c = await self._next()
+        if c < 0:
             return 0
-        if not n:
-            return 0
-        buf[0] = self.one[0]
+        buf[0] = c
         i = 1
         end = len(buf)
         while i < end and self.ready():

@@ -331,13 +331,18 @@ def test_the_state_file_is_written_a_while_after_a_change_and_only_when_it_chang
 ) -> None:
     dev = device_factory(workdir=tmp_path, config={"restore": "last", "state_delay_ms": 1500})
     f = tmp_path / "state.json"
+    since = dev.log.cursor
     for b in range(1, 21):  # a burst of changes: one write, of the last state
         dev.set("ON", b)
     assert not f.exists()  # not on every change
-    _wait_file(f, lambda d: d == {"state": "ON", "brightness": 20}, 10, "the state after the burst")
+    dev.log.wait_for(lambda e: e.kind == "persist", 10, "the state timer's write after the burst", since)
+    assert json.loads(f.read_text()) == {"state": "ON", "brightness": 20}
+    assert [e.get("status") for e in dev.log.events(since) if e.kind == "persist"] == ["saved"]
     written = f.stat().st_mtime_ns
+    since = dev.log.cursor
     dev.set("ON", 20)  # the same state again: nothing to write
-    time.sleep(2.5)
+    ev = dev.log.wait_for(lambda e: e.kind == "persist", 10, "the state timer's check after the same state", since)
+    assert ev.get("status") == "unchanged"
     assert f.stat().st_mtime_ns == written
     assert not (tmp_path / "state.json.tmp").exists()
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 
 import pytest
 
-from host_harness.core.events import Event
+from host_harness.core.events import Event, WaitTimeout
 from host_harness.dut.device import Device
 from host_harness.pytest_plugin import DeviceFactory
 
@@ -23,20 +23,31 @@ def _storm(dev: Device, presses: int, sets: int, timeout: float) -> tuple[list[E
         cmd = {"op": "set", "id": dev.ids(), "brightness": k % 255 + 1}
         lines.insert(k * len(lines) // max(1, sets), json.dumps(cmd).encode() + b"\n")
     dev.link.write_raw(b"".join(lines))
-    deadline = time.monotonic() + timeout
-    while True:  # until every press toggled, or a press was refused, or the firmware died
-        evs = dev.log.events(since)
-        toggles = [e for e in evs if e.kind == "change" and e.get("src") == "button"]
-        refused = [e for e in evs if e.kind == "error" and e.get("id") in pids]
-        if len(toggles) >= presses or refused or _crashed(dev) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # a press toggling twice would show by now
+    try:  # every press answered (queued or refused), then every queued one released
+        _nth(dev, since, lambda e: e.get("id") in pids, presses, timeout, f"answers to {presses} presses")
+        queued = len([e for e in dev.log.events(since) if e.kind == "ack" and e.get("id") in pids])
+        # a press toggling twice does so before the debouncer re-arms, i.e. before its release
+        _nth(dev, since, lambda e: e.kind == "released", queued, timeout, f"the release of {queued} queued presses")
+    except WaitTimeout:
+        if not _crashed(dev):
+            raise
     if not _crashed(dev):
         dev.get()  # and everything written before it is in the log
     evs = dev.log.events(since)
     answers = [e for e in evs if e.get("id") in pids]
     return answers, [e for e in evs if e.kind == "change" and e.get("src") == "button"]
+
+
+def _nth(dev: Device, since: int, pred: Callable[[Event], bool], n: int, timeout: float, what: str) -> None:
+    """Wait for the n-th event after ``since`` that matches ``pred``."""
+    seen = [0]
+
+    def count(e: Event) -> bool:
+        seen[0] += 1 if pred(e) else 0
+        return seen[0] >= n
+
+    if n:
+        dev.log.wait_for(count, timeout, what, since)
 
 
 def _crashed(dev: Device) -> list[str]:

@@ -83,7 +83,7 @@ class Formatter:
             parts = [f"press queued  id={g('id')}"]
         elif kind == "error":
             parts = [f"{g('code')}: {g('msg')}"] + ([f"id={g('id')}"] if g("id") else [])
-        elif kind in ("mqtt", "wifi"):
+        elif kind in ("mqtt", "wifi", "persist"):
             parts = [str(g("status"))] + ([str(g("detail"))] if g("detail") else [])
         else:
             parts = [f"{k}={v}" for k, v in ev.items() if k != "ev"]

@@ -7,14 +7,11 @@ returns a core.journey.Journey.
 from __future__ import annotations
 
 import json
-import time
 
 from host_harness.core.journey import Journey, journey_from_event, set_command
 from host_harness.dut.device import CommandError, Device
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.taps import Taps
-
-SIM_HOLD_MS = 50  # firmware/board_unix.py press(): how long the simulated button is held
 
 
 class Journeys:
@@ -95,6 +92,7 @@ class Journeys:
         state_t = self.topic("state")
         since, marks = mq.log.cursor, self.tap_marks()
         last_seq = int(self.device.get().get("seq", 0))
+        console = self.device.log.cursor
         t, _ack = self.device.request("press", timeout or self.timeout)
         ev = mq.log.wait_for(
             lambda e: e.topic == state_t and e.get("src") == "button" and int(e.get("seq", 0)) > last_seq,
@@ -104,8 +102,9 @@ class Journeys:
         )
         j = self.tapped(journey_from_event("button", str(ev.get("id")), t, ev, self.period), marks, command=False)
         # The simulated press holds, releases and lets the debouncer re-arm
-        # before another press can count: wait for that outside the timing,
-        # or the next press would queue behind this one.
-        b = self.device.board.get("button") or {}
-        time.sleep((SIM_HOLD_MS + int(b.get("debounce_ms", 30)) + 15) / 1000.0)
+        # before another press can count: wait for that ("released" on the
+        # console) outside the timing, or the next press would queue behind this one.
+        self.device.log.wait_for(
+            lambda e: e.kind == "released", timeout or self.timeout, "the button's release after the press", console
+        )
         return j

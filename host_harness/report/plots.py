@@ -176,17 +176,7 @@ def _waterfall_panel(ax: Any, r: JourneyRun, jb: JourneyBudget) -> None:
             if left + lim > shown:
                 continue
             right_edge = max(right_edge, left + lim)
-            ax.plot([left + lim], [y], marker="|", color="#b00020", ms=16, mew=2)
-            ax.annotate(
-                f"{m} ≤ {lim:g}",
-                (left + lim, y),
-                xytext=(-3, 6),
-                ha="right",
-                textcoords="offset points",
-                fontsize=7,
-                color="#b00020",
-                bbox=LIMIT_BOX,
-            )
+            _limit_mark(ax, left + lim, y, f"{m} ≤ {lim:g}")
         _figures(ax, y, s.p50, s.p99)
         right_edge = max(right_edge, left + s.p99)
         left += s.p50
@@ -197,17 +187,7 @@ def _waterfall_panel(ax: Any, r: JourneyRun, jb: JourneyBudget) -> None:
     right_edge = max(right_edge, t.p99)
     for m, lim in jb.total.items():
         if lim <= shown:
-            ax.plot([lim], [y], marker="|", color="#b00020", ms=16, mew=2)
-            ax.annotate(
-                f"{m} ≤ {lim:g}",
-                (lim, y),
-                xytext=(-3, 6),
-                ha="right",
-                textcoords="offset points",
-                fontsize=7,
-                color="#b00020",
-                bbox=LIMIT_BOX,
-            )
+            _limit_mark(ax, lim, y, f"{m} ≤ {lim:g}")
             right_edge = max(right_edge, lim)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(rows, fontsize=8)
@@ -215,6 +195,21 @@ def _waterfall_panel(ax: Any, r: JourneyRun, jb: JourneyBudget) -> None:
     ax.set_xlim(0, right_edge * 1.08 if right_edge > 0 and math.isfinite(right_edge) else 1)
     ax.set_title(f"{r.kind} journey ({r.schedule}, n={len(r.journeys)})", fontsize=10, loc="left")
     ax.grid(True, axis="x", alpha=0.3)
+
+
+def _limit_mark(ax: Any, x: float, y: int, label: str) -> None:
+    """A budget limit: a red tick at x on row y, labelled left of it."""
+    ax.plot([x], [y], marker="|", color="#b00020", ms=16, mew=2)
+    ax.annotate(
+        label,
+        (x, y),
+        xytext=(-3, 6),
+        ha="right",
+        textcoords="offset points",
+        fontsize=7,
+        color="#b00020",
+        bbox=LIMIT_BOX,
+    )
 
 
 def _figures(ax: Any, y: int, p50: float, p99: float, weight: str = "normal") -> None:
