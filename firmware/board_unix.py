@@ -55,7 +55,7 @@ class Output:
         self.pin = SimPin(d.get("pin", "LED"), 1 if self.active_low else 0)
         self.duty = 0
         self.wire = None  # a sense input wired to this pin, if the board has one
-        self.wire_delay_ms = 0  # the sense input follows the pin this much later
+        self.wire_delay_us = 0  # the sense input follows the pin this much later
 
     def write(self, on, brightness):
         if self.pwm:
@@ -66,13 +66,18 @@ class Output:
             self.duty = 65535 if on != self.active_low else 0
             self.pin.value(1 if on != self.active_low else 0)
         if self.wire:
-            if self.wire_delay_ms:
-                asyncio.create_task(self._follow(self.pin.value()))
+            if self.wire_delay_us:
+                asyncio.create_task(self._follow(self.pin.value(), time.ticks_us()))
             else:
                 self.wire.value(self.pin.value())
 
-    async def _follow(self, level):
-        await asyncio.sleep_ms(self.wire_delay_ms)
+    async def _follow(self, level, t0):
+        # asyncio sleeps in whole ticks_ms, which can end up to 1 ms early:
+        # the rest of the delay is waited out on ticks_us.
+        d = self.wire_delay_us
+        await asyncio.sleep_ms(d // 1000)
+        while time.ticks_diff(time.ticks_us(), t0) < d:
+            await asyncio.sleep_ms(0)
         self.wire.value(level)
 
     def report(self):
@@ -84,7 +89,7 @@ def sense_pin(d, output):
     delay_us later (a photodiode's slow edge), at once by default."""
     p = SimPin(d.get("pin", "SENSE"), output.pin.value())
     output.wire = p
-    output.wire_delay_ms = (d.get("delay_us", 0) + 999) // 1000
+    output.wire_delay_us = d.get("delay_us", 0)
     return p
 
 
