@@ -175,7 +175,7 @@ class App:
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s,"rx_window":%d}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d,"fw":"%s"}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -190,6 +190,7 @@ class App:
                 self.mqtt_status(),
                 "true" if board.SIMULATED else "false",
                 self.serial.console.window,
+                self.cfg.get("fw", ""),
             )
         )
 

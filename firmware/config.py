@@ -25,9 +25,22 @@ def _read_json(p):
         return json.load(f)
 
 
+def build_id(p):
+    # fw.txt beside the config: the firmware's build id, written by the host
+    # when it deploys (a hash of the firmware sources); "" when there is none.
+    try:
+        with open(p[: p.rfind("/") + 1] + "fw.txt") as f:
+            v = f.read(64).strip()
+    except OSError:
+        return ""
+    return v if all(c in "0123456789abcdef" for c in v) else "?"
+
+
 def load(p=None):
     cfg = dict(DEFAULTS)
-    cfg.update(_read_json(p or path()))
+    p = p or path()
+    cfg.update(_read_json(p))
+    cfg["fw"] = build_id(p)
     b = cfg["board"]
     if isinstance(b, str):
         cfg["board"] = _read_json(b)

@@ -12,24 +12,32 @@ Options (all prefixed, so they cannot clash with other plugins' --port/--board):
   --lightctl-timeout SECONDS   wait for each confirmation (default 5)
   --lightctl-taps              tap the command and state at the broker: the ``journey``
                                fixture's MQTT hops are split there (measure.taps)
-
+  --lightctl-deploy            deploy this checkout's firmware to a board running other firmware
+                               (its config kept) instead of refusing the run
+  --lightctl-log-dir DIR       each test's device log (default: device-logs/ under pytest's basetemp)
   --lightctl-link NAME         put the Unix-port device behind a packet-level link (root;
                                lan, wifi-near, wifi-wall, wifi-lossy, wifi-powersave);
                                without the privileges its tests are skipped with the reason
 
-A bad board or budget file is one usage error at start-up (exit code 4).
+A bad board or budget file is one usage error at start-up (exit code 4), and
+so is a board running other firmware than this checkout's (without --lightctl-deploy).
 
 Fixtures: ``lightctl`` (the options), ``broker`` (session), ``device``,
 ``device_factory``, ``mqtt`` (a connected host client), ``journey``, ``lightctl_link``,
 ``device_clock``, ``latency_budget``, ``assert_budget`` and ``devices`` (a
 measure.fleet.Fleet of N devices on one host client).
-Markers: ``unix_only`` (skipped on a board), ``hardware`` (skipped on the Unix port),
-``devices(n)`` (how many devices the ``devices`` fixture holds, default 2).
+Markers say what a test needs of the device (see ``caps``): ``needs_process``,
+``needs_config``, ``needs_sim_pin``, ``needs_sense``, ``hardware``; a test the
+device cannot serve is skipped with the reason. ``unix_only`` is all of the first three.
+``devices(n)``: how many devices the ``devices`` fixture holds (default 2).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +53,7 @@ from host_harness.core.budgets import Budget, Verdict
 from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
 from host_harness.dut import boards
+from host_harness.dut import caps as dut_caps
 from host_harness.dut.device import Device, open_device
 from host_harness.dut.fleet import group_name, start_unix_devices
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
@@ -69,6 +78,8 @@ class LightctlOptions:
     link: str | None = None
     taps: bool = False
     devices: list[str] = field(default_factory=list)  # every --device given; ``device`` is this worker's
+    deploy: bool = False
+    log_dir: str | None = None
 
     @property
     def unix(self) -> bool:
@@ -97,11 +108,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--lightctl-taps", action="store_true", help="split the MQTT hops at the broker with a tap (journey fixture)"
     )
+    g.addoption(
+        "--lightctl-deploy",
+        action="store_true",
+        default=False,
+        help="deploy this checkout's firmware to a board running other firmware (else the run is refused)",
+    )
+    g.addoption("--lightctl-log-dir", default=None, help="folder for each test's device log (default: under basetemp)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "unix_only: needs the Unix-port device; skipped on a board")
-    config.addinivalue_line("markers", "hardware: needs a real board; skipped on the Unix port")
+    for name, text in dut_caps.MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
     config.addinivalue_line("markers", "devices(n): the devices fixture holds n devices (default 2)")
     _check_options(config)
 
@@ -146,6 +164,8 @@ def _options(config: pytest.Config) -> LightctlOptions:
         link=config.getoption("--lightctl-link"),
         taps=bool(config.getoption("--lightctl-taps")),
         devices=devices,
+        deploy=bool(config.getoption("--lightctl-deploy")),
+        log_dir=config.getoption("--lightctl-log-dir"),
     )
 
 
@@ -161,13 +181,45 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"lightctl: device {dev}, board {o.board}, broker {broker}" + (f", link {o.link}" if o.link else "")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+CAPS_KEY = pytest.StashKey[dut_caps.Caps]()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A board is asked what it is once: its firmware's build id must be this checkout's."""
+    config = session.config
+    if _xdist_controller(config):
+        return  # the workers, which drive the boards, ask
     o = _options(config)
+    if o.unix:
+        config.stash[CAPS_KEY] = dut_caps.UNIX
+        return
+    say = _say(config)
+    try:
+        info = dut_caps.check_firmware(o.device, o.board, o.deploy, say)
+    except dut_caps.BoardError as e:
+        raise pytest.UsageError(str(e)) from None
+    caps = dut_caps.for_board(o.device, boards.load(o.board), info)
+    config.stash[CAPS_KEY] = caps
+    say(f"lightctl: {caps.describe()}")
+
+
+def _say(config: pytest.Config) -> Callable[[str], None]:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    return tr.write_line if tr is not None else print
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    caps = config.stash.get(CAPS_KEY, None)
+    if caps is None:
+        return
     for item in items:
-        if not o.unix and item.get_closest_marker("unix_only"):
-            item.add_marker(pytest.mark.skip(reason=f"needs the Unix-port device; running against {o.device}"))
-        if o.unix and item.get_closest_marker("hardware"):
-            item.add_marker(pytest.mark.skip(reason="needs a real board (--lightctl-device URL)"))
+        why = caps.missing([m.name for m in item.iter_markers()])
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")
@@ -205,29 +257,82 @@ def broker(
 DeviceFactory = Callable[..., Device]
 
 
+def _log_path(lightctl: LightctlOptions, request: pytest.FixtureRequest, tmp: pytest.TempPathFactory) -> str:
+    root = os.path.abspath(lightctl.log_dir) if lightctl.log_dir else str(tmp.getbasetemp() / "device-logs")
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", request.node.nodeid).strip("_")[:200]
+    os.makedirs(root, exist_ok=True)
+    return os.path.join(root, f"{name}.log")
+
+
+class DeviceLog:
+    """Every serial line of a test's devices, each way, with the host's wall-clock time of its arrival."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed by the fixture)
+        self._ns0, self._wall0 = time.monotonic_ns(), time.time()
+
+    def _stamp(self, ns: int) -> str:
+        t = self._wall0 + (ns - self._ns0) / 1e9
+        return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
+
+    def attach(self, dev: Device, label: str) -> None:
+        def got(ns: int, noise: str, data: dict[str, Any] | None) -> None:
+            text = noise + (json.dumps(data, separators=(",", ":")) if data is not None else "")
+            self.file.write(f"{self._stamp(ns)} {label} < {text}\n")
+
+        def sent(ns: int, data: bytes) -> None:
+            text = data.decode("utf-8", "replace").rstrip("\n")
+            self.file.write(f"{self._stamp(ns)} {label} > {text if text.isprintable() else repr(data)}\n")
+
+        dev.link.line_listeners.append(got)
+        dev.link.sent_listeners.append(sent)
+        self.file.write(f"{self._stamp(time.monotonic_ns())} {label} = {dev.link.url}: {json.dumps(dev.info)}\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @pytest.fixture
 def device_factory(
-    lightctl: LightctlOptions, broker: RunningBroker, lightctl_link: Link | None
+    lightctl: LightctlOptions,
+    broker: RunningBroker,
+    lightctl_link: Link | None,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DeviceFactory]:
-    """Start more devices (Unix port), e.g. with another broker or keepalive."""
+    """Start more devices (Unix port), e.g. with another broker or keepalive; on a board, attach to it.
+
+    Every device's serial lines go to the test's device log (a ``device_log``
+    JUnit property names the file).
+    """
     made: list[Device] = []
+    dlog: DeviceLog | None = None
 
     def make(**kw: Any) -> Device:
-        if lightctl_link is not None and "broker" not in kw and kw.get("spec", lightctl.device) == "unix":
-            kw["broker"] = attach.device_broker(lightctl_link, broker)
-            kw.setdefault("prefix", lightctl_link.prefix())
-        kw.setdefault("broker", broker.info)
-        kw.setdefault("board", lightctl.board)
-        kw.setdefault("micropython", lightctl.micropython)
-        kw.setdefault("heapsize", lightctl.heapsize)
+        nonlocal dlog
         spec = kw.pop("spec", lightctl.device)
-        d = open_device(spec, **kw)
+        kw.setdefault("board", lightctl.board)
+        if spec == "unix":
+            if lightctl_link is not None and "broker" not in kw:
+                kw["broker"] = attach.device_broker(lightctl_link, broker)
+                kw.setdefault("prefix", lightctl_link.prefix())
+            kw.setdefault("broker", broker.info)
+            kw.setdefault("micropython", lightctl.micropython)
+            kw.setdefault("heapsize", lightctl.heapsize)
+        d = open_device(spec, **kw)  # a board refuses what it cannot honour (config, device id ...)
         made.append(d)
+        if dlog is None:
+            dlog = DeviceLog(_log_path(lightctl, request, tmp_path_factory))
+            request.node.user_properties.append(("device_log", dlog.path))
+        dlog.attach(d, f"dev{len(made)}")
         return d
 
     yield make
     for d in made:
         d.close()
+    if dlog is not None:
+        dlog.close()
 
 
 @pytest.fixture
@@ -323,7 +428,7 @@ def devices(request: pytest.FixtureRequest, lightctl: LightctlOptions, broker: R
         devs = []
         try:
             for url in mine[:n]:
-                devs.append(open_device(url, lightctl.board, broker.info))
+                devs.append(open_device(url, lightctl.board))  # a board runs the config deployed to it
         except BaseException:
             for d in devs:
                 d.close()

@@ -28,7 +28,7 @@ from host_harness.dut.device import Device, unix_config
 from host_harness.dut.unix_device import UnixDevice
 from host_harness.link.serial_link import SerialLink
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # runs the CLI, which spawns Unix-port devices
 
 STARTED = ("broker:", "device:", "clock:")  # what run prints once it has started something
 

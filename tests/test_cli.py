@@ -24,7 +24,7 @@ from host_harness.dut import boards
 from host_harness.dut.device import unix_config
 from host_harness.dut.unix_device import UnixDevice
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # the CLI spawns its own devices
 
 
 def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -61,7 +61,7 @@ def test_synced_device_stamps_land_inside_their_journeys(device: Device, mqtt: H
         assert 0 <= m.host_to_device_ticks(time.monotonic_ns()) < m.period
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # the true offset is read from the process's REPL
 def test_serial_sync_matches_the_true_offset(device: Device) -> None:
     sync = sync_serial(device, n=200)
     m = sync.fit()
@@ -77,7 +77,7 @@ def test_serial_sync_matches_the_true_offset(device: Device) -> None:
         assert abs(got_ns - truth.device_to_host_ns(raw, s.t_recv_ns)) <= (m.error_bound_us + ROUNDING_US) * 1000
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # the true offset is read from the process's REPL
 def test_mqtt_sync_matches_the_true_offset(device: Device, mqtt: HostMqtt) -> None:
     device.wait_mqtt()
     sync = sync_mqtt(device, mqtt, n=200)
@@ -90,7 +90,8 @@ def test_mqtt_sync_matches_the_true_offset(device: Device, mqtt: HostMqtt) -> No
     assert abs(err) <= MQTT_SYNC_TARGET_US, m
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config  # a board with emulated short ticks
+@pytest.mark.needs_process
 def test_device_timestamps_map_to_host_time_across_three_wraps_and_a_long_gap(
     tmp_path: Path, device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:

@@ -153,6 +153,7 @@ class QosSubscriber:
         self.client.loop_stop()
 
 
+@pytest.mark.needs_config
 @pytest.mark.parametrize("qos", [1, 0])
 def test_state_and_availability_go_out_at_the_configured_qos(
     device_factory: DeviceFactory, broker: RunningBroker, qos: int
@@ -197,7 +198,7 @@ def _is_state_of(base: str, cmd_id: str) -> Any:
     return match
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
 def test_a_state_whose_puback_never_comes_is_sent_again_with_dup(
     device_factory: DeviceFactory, broker: RunningBroker, proxy: FaultProxy, mqtt: HostMqtt
 ) -> None:
@@ -217,7 +218,7 @@ def test_a_state_whose_puback_never_comes_is_sent_again_with_dup(
     assert mine[0][1:] == mine[1][1:]  # the same packet (same packet id), DUP set
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
 def test_an_unacknowledged_state_is_sent_again_first_thing_after_a_reconnect(
     device_factory: DeviceFactory, broker: RunningBroker, proxy: FaultProxy, mqtt: HostMqtt
 ) -> None:
@@ -242,7 +243,7 @@ def test_an_unacknowledged_state_is_sent_again_first_thing_after_a_reconnect(
     assert seen.index(mine[1]) < seen.index(mine[2])
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
 @pytest.mark.parametrize("clean", [False, True])
 def test_a_command_sent_while_the_device_is_offline_arrives_after_it_reconnects(
     device_factory: DeviceFactory, broker: RunningBroker, proxy: FaultProxy, mqtt: HostMqtt, clean: bool
@@ -300,7 +301,8 @@ def _wait_file(path: Path, pred: Any, timeout: float, what: str) -> dict[str, An
     raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what} in {path}; it holds {last!r}")
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
+@pytest.mark.needs_process
 def test_restore_last_brings_the_light_back_after_a_power_cut(
     device_factory: DeviceFactory, mqtt: HostMqtt, tmp_path: Path
 ) -> None:
@@ -325,7 +327,7 @@ def test_restore_last_brings_the_light_back_after_a_power_cut(
     assert again.set("OFF").get("seq") == 2
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
 def test_the_state_file_is_written_a_while_after_a_change_and_only_when_it_changed(
     device_factory: DeviceFactory, tmp_path: Path
 ) -> None:
@@ -347,7 +349,7 @@ def test_the_state_file_is_written_a_while_after_a_change_and_only_when_it_chang
     assert not (tmp_path / "state.json.tmp").exists()
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_config
 @pytest.mark.parametrize(
     ("restore", "saved", "want"),
     [
@@ -403,6 +405,7 @@ def test_home_assistant_discovery_describes_the_light_and_its_topics_work(
     assert (st.get("state"), st.get("brightness")) == ("ON", 128)
 
 
+@pytest.mark.needs_config
 def test_discovery_prefix_is_configurable_and_discovery_can_be_turned_off(
     device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:

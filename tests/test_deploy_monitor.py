@@ -30,12 +30,12 @@ from host_harness.dut import boards
 from host_harness.dut.device import Device, unix_config
 from host_harness.dut.unix_device import UnixDevice
 from host_harness.dut.virtual_board import VirtualBoard
-from host_harness.image import deploy
+from host_harness.image import deploy, firmware_build
 from host_harness.link.serial_link import SerialLink
 from host_harness.measure.journeys import Journeys
 from host_harness.paths import BOARDS_DIR, FIRMWARE_DIR
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # spawns virtual boards and Unix-port devices
 
 ENV = dict(os.environ, PYTHONIOENCODING="utf-8")
 
@@ -108,14 +108,17 @@ def test_deploy_copies_only_what_changed_resets_and_the_board_boots(
     assert on_device["board"] == "board.json"
     assert on_device["device_id"] == cfg["device_id"]
     assert on_device["wifi"]["password"] == secret
-    assert f"{len(want) + 2} changed, 0 unchanged" in r.stdout
+    assert f"{len(want) + 3} changed, 0 unchanged" in r.stdout  # and board.json, config.json, the build id
+    fw = firmware_build.firmware_hash(root / "firmware")
+    assert (fs / firmware_build.FW_ID_FILE).read_text().strip() == fw
+    assert f"({fw})" in r.stdout, r.stdout  # the booted firmware reports it
 
     # nothing changed: nothing copied
     r = harness(*args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 changed" in r.stdout and "  copy " not in r.stdout, r.stdout
 
-    # a source edited on the host, a file damaged on the device: exactly those two are copied
+    # a source edited on the host, a file damaged on the device: exactly those two are copied, and the new build id
     with (root / "firmware" / "light.py").open("a") as f:
         f.write("\nDEPLOY_TEST_EDIT = 1\n")
     damaged = "clock.mpy" if mpy else "clock.py"
@@ -123,8 +126,9 @@ def test_deploy_copies_only_what_changed_resets_and_the_board_boots(
     r = harness(*args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     edited = "light.mpy" if mpy else "light.py"
-    assert f"2 changed, {len(want)} unchanged" in r.stdout, r.stdout
-    assert sorted(re.findall(r"copy +(\S+)", r.stdout)) == sorted([edited, damaged])
+    assert f"3 changed, {len(want)} unchanged" in r.stdout, r.stdout
+    assert sorted(re.findall(r"copy +(\S+)", r.stdout)) == sorted([edited, damaged, firmware_build.FW_ID_FILE])
+    assert f"({firmware_build.firmware_hash(root / 'firmware')})" in r.stdout, r.stdout
     want = {f.name: f.data for f in deploy.firmware_files(mpy, root / "firmware")}
     assert (fs / edited).read_bytes() == want[edited]
     assert (fs / damaged).read_bytes() == want[damaged]

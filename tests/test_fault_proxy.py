@@ -361,6 +361,7 @@ def broker_proxy(broker: RunningBroker) -> Iterator[FaultProxy]:
         yield p
 
 
+@pytest.mark.needs_config  # the device reaches its broker through the proxy
 def test_transparent_mqtt_journey_through_the_proxy(
     broker: RunningBroker, broker_proxy: FaultProxy, device_factory: DeviceFactory
 ) -> None:
@@ -382,6 +383,7 @@ def _median_e2e_ms(js: Journeys, n: int) -> float:
     return statistics.median(js.via_mqtt("ON" if i % 2 else "OFF").e2e_ms for i in range(n))
 
 
+@pytest.mark.needs_config  # the device reaches its broker through the proxy
 def test_down_delay_adds_to_the_journey_and_keeps_commands_in_order(
     broker: RunningBroker, broker_proxy: FaultProxy, device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:
@@ -409,6 +411,7 @@ def test_down_delay_adds_to_the_journey_and_keeps_commands_in_order(
     assert took < 4.0, f"30 commands under a 0.3 s delay took {took:.2f} s: delays were serialised"
 
 
+@pytest.mark.needs_config  # the device reaches its broker through the proxy
 def test_blackhole_goes_unnoticed_until_cut_then_the_device_reconnects(
     broker: RunningBroker, broker_proxy: FaultProxy, device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:
@@ -440,6 +443,7 @@ def test_blackhole_goes_unnoticed_until_cut_then_the_device_reconnects(
     assert broker_proxy.stats().connections_accepted == 2
 
 
+@pytest.mark.needs_config  # the device reaches its broker through the proxy
 def test_a_lost_confirmation_means_applied_but_reported_failed(
     broker: RunningBroker, broker_proxy: FaultProxy, device: Device
 ) -> None:

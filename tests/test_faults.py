@@ -19,7 +19,7 @@ from host_harness.netfault.proxy import FaultProxy
 from host_harness.netfault.scenarios import ScenarioResult
 from host_harness.pytest_plugin import DeviceFactory
 
-pytestmark = pytest.mark.unix_only
+pytestmark = [pytest.mark.needs_config, pytest.mark.needs_process]  # own broker, kills the device
 
 KEEPALIVE = 4  # s: the device notices a dead link within 1.5 keepalives
 

@@ -55,7 +55,7 @@ def _crashed(dev: Device) -> list[str]:
     return dead + [n for n in dev.link.noise if "Traceback" in n or "MemoryError" in n]
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_sim_pin
 def test_a_storm_of_bouncing_presses_toggles_once_per_press(device_factory: DeviceFactory) -> None:
     """Presses queued at once (they run one after another), alone and among
     serial commands: every press toggles the light exactly once."""
@@ -73,7 +73,7 @@ def test_a_storm_of_bouncing_presses_toggles_once_per_press(device_factory: Devi
         assert sets or after.get("state") == want
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_sim_pin
 def test_a_long_storm_of_presses_neither_crashes_nor_loses_a_press(
     device_factory: DeviceFactory, request: pytest.FixtureRequest
 ) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from host_harness.paths import ROOT
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # installs a wheel and runs its own devices
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 CLEAN_PATH = os.pathsep.join(p for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"))

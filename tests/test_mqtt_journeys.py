@@ -51,7 +51,7 @@ def test_state_is_retained_and_availability_online(journey: Journeys, device: De
     assert av.get("payload") == "online" and av.get("_retained")
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process
 def test_last_will_says_offline_when_the_device_dies(journey: Journeys, device: Device, mqtt: HostMqtt) -> None:
     journey.via_mqtt("ON")
     since = mqtt.log.cursor
@@ -124,6 +124,7 @@ def test_only_its_own_command_topic_is_obeyed(journey: Journeys, mqtt: HostMqtt,
     assert hist == []
 
 
+@pytest.mark.needs_config  # two more devices of its own ids
 def test_a_retained_command_is_not_applied(
     journey: Journeys, mqtt: HostMqtt, device_factory: DeviceFactory, broker: RunningBroker
 ) -> None:
@@ -152,7 +153,7 @@ def test_a_retained_command_is_not_applied(
         mqtt.publish(set_t, b"", retain=True)  # clear the retained command
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process
 def test_a_confirmation_that_never_comes_is_a_timeout_naming_the_command(journey: Journeys, device: Device) -> None:
     journey.via_mqtt("ON")
     assert device.unix is not None

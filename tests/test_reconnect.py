@@ -12,7 +12,7 @@ from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.journeys import Journeys
 from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
-pytestmark = pytest.mark.unix_only
+pytestmark = [pytest.mark.needs_config, pytest.mark.needs_process]  # its own broker, restarted
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from host_harness.measure.journeys import Journeys
 SER2NET = shutil.which("ser2net") or next((p for p in ("/usr/sbin/ser2net",) if Path(p).exists()), None)
 
 pytestmark = [
-    pytest.mark.unix_only,
+    pytest.mark.needs_process,  # exports a Unix-port device of its own
     pytest.mark.skipif(SER2NET is None, reason="ser2net is not installed (apt-get install ser2net)"),
 ]
 

@@ -35,7 +35,7 @@ from host_harness.measure.journeys import Journeys
 from host_harness.paths import ROOT
 from host_harness.pytest_plugin import DeviceFactory
 
-pytestmark = pytest.mark.unix_only  # the device gets its certificates and broker through its config file
+pytestmark = pytest.mark.needs_config  # the device gets its certificates and broker through its config file
 
 TIMEOUT = 5.0
 # On the Unix port mbedTLS takes its ~6 kB per connection (one block of 3 kB)

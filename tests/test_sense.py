@@ -16,7 +16,7 @@ from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop
 from host_harness.pytest_plugin import DeviceFactory
 
-pytestmark = pytest.mark.unix_only  # the simulated sense pin is wired to the simulated LED
+pytestmark = pytest.mark.needs_config  # a board definition with the simulated sense pin wired to the simulated LED
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def sense_board(tmp_path: Path) -> str:
     return str(f)
 
 
+@pytest.mark.needs_sense
 def test_the_event_carries_when_the_light_was_sensed(sense_board: str, device_factory: DeviceFactory) -> None:
     dev = device_factory(board=sense_board)
     period = int(dev.info["ticks_period"])
@@ -38,6 +39,8 @@ def test_the_event_carries_when_the_light_was_sensed(sense_board: str, device_fa
         assert 0 <= ticks_diff(t_sense, t_pin, period) <= ticks_diff(t_tx, t_pin, period)
 
 
+@pytest.mark.needs_sense
+@pytest.mark.needs_process  # the Unix port's clock is the host's
 def test_the_sensed_hop_appears_in_the_waterfall_and_agrees_with_the_true_clock(
     sense_board: str, device_factory: DeviceFactory, mqtt: HostMqtt
 ) -> None:

@@ -29,7 +29,7 @@ def test_serial_journey_applies_and_confirms_exactly_that_command(device: Device
     assert (st.get("state"), st.get("brightness"), st.get("seq")) == ("ON", 77, j.seq)
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_sim_pin
 def test_pin_follows_state_and_brightness(device: Device) -> None:
     device.set("ON", 128)
     pin = device.get().get("pin")
@@ -44,7 +44,7 @@ def test_pin_follows_state_and_brightness(device: Device) -> None:
     assert (st.get("state"), st.get("brightness"), st.get("pin")["level"]) == ("OFF", 10, 0)
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # a fresh boot
 def test_sequence_starts_at_one_and_counts_every_change(device: Device) -> None:
     seqs = [int(device.set(s).get("seq")) for s in ("ON", "OFF", "ON", "ON")]
     assert seqs == [1, 2, 3, 4]
@@ -114,7 +114,7 @@ def test_a_wait_that_times_out_names_what_it_waited_for(device: Device) -> None:
         device.log.wait_for(lambda e: False, 0.2, "a gadget that never comes")
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process
 def test_ctrl_c_drops_to_the_repl_and_the_firmware_restarts_from_it(device: Device) -> None:
     device.set("ON", 42)
     text = device.interrupt()
@@ -129,7 +129,7 @@ def test_ctrl_c_drops_to_the_repl_and_the_firmware_restarts_from_it(device: Devi
     assert (ev.get("seq"), ev.get("brightness")) == (1, 9)
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # a heap of its own
 def test_firmware_survives_a_long_run_in_the_default_heap(device: Device) -> None:
     """Memory holds steady in the default heap (unix_device.DEFAULT_HEAPSIZE):
     no growth across 300 commands."""

@@ -16,14 +16,15 @@ from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.soak import Soak
 from host_harness.measure.soak_result import HEAP_SLACK
-from host_harness.pytest_plugin import DeviceFactory
+from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
 COMMANDS = int(os.environ.get("LIGHTCTL_SOAK_COMMANDS", "5000"))
 HEAP = int(DEFAULT_HEAPSIZE.rstrip("k")) * 1024
 
 
-def _device_small(device_factory: DeviceFactory) -> Device:
-    dev = device_factory(heapsize=DEFAULT_HEAPSIZE)
+def _device_small(device_factory: DeviceFactory, lightctl: LightctlOptions) -> Device:
+    """The Unix port with an ESP32-sized heap; a board as it is."""
+    dev = device_factory(heapsize=DEFAULT_HEAPSIZE) if lightctl.unix else device_factory()
     dev.wait_mqtt()
     if dev.unix is not None:
         info = dev.fetch_info()
@@ -32,9 +33,11 @@ def _device_small(device_factory: DeviceFactory) -> Device:
     return dev
 
 
-def test_soak_with_random_faults_in_an_esp32_sized_heap(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
+def test_soak_with_random_faults_in_an_esp32_sized_heap(
+    device_factory: DeviceFactory, mqtt: HostMqtt, lightctl: LightctlOptions
+) -> None:
     seed = int(os.environ.get("LIGHTCTL_SOAK_SEED") or random.randrange(2**32))
-    dev = _device_small(device_factory)
+    dev = _device_small(device_factory, lightctl)
     s = Soak(dev, mqtt, seed=seed, sample_every=1000)
     res = s.run(COMMANDS)
     print(f"\nseed {seed}\n{res.heap_table()}\n{res.summary()}")
@@ -52,12 +55,14 @@ def test_soak_with_random_faults_in_an_esp32_sized_heap(device_factory: DeviceFa
     assert last.mem_alloc <= first.mem_alloc + HEAP_SLACK, why
 
 
-def test_the_console_reports_changes_in_sequence_order(device_factory: DeviceFactory, mqtt: HostMqtt) -> None:
+def test_the_console_reports_changes_in_sequence_order(
+    device_factory: DeviceFactory, mqtt: HostMqtt, lightctl: LightctlOptions
+) -> None:
     """Serial commands pipelined while MQTT commands arrive: whatever the
     interleaving, the console must report the changes in the order of their
     sequence numbers (a host taking the last report as the state would
     otherwise hold a stale one)."""
-    dev = _device_small(device_factory)
+    dev = _device_small(device_factory, lightctl)
     set_topic = f"{dev.base}/set"
     since = dev.log.cursor
     for rnd in range(5):

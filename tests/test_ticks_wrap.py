@@ -24,7 +24,7 @@ from host_harness.measure.journeys import Journeys
 from host_harness.paths import FIRMWARE_DIR
 from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_config  # a board with emulated short ticks
 
 PERIOD = 2**20  # 1.05 s
 

@@ -210,15 +210,18 @@ def _measure_on_device(
         if link is not None:
             print(link.describe())
         extra, heap = tls_options(args, broker.info) if broker else (None, args.heapsize)
-        dev = open_device(
-            args.device,
-            board_name,
-            (attach.device_broker(link, broker) if link else device_side(broker)) if broker else None,
-            args.micropython,
-            heap,
-            config=extra,
-            prefix=link.prefix() if link else None,
-        )
+        if args.device == "unix":
+            dev = open_device(
+                "unix",
+                board_name,
+                (attach.device_broker(link, broker) if link else device_side(broker)) if broker else None,
+                args.micropython,
+                heap,
+                config=extra,
+                prefix=link.prefix() if link else None,
+            )
+        else:  # a board runs the config deployed to it
+            dev = open_device(args.device, board_name)
         try:
             info = dev.info
             print(

@@ -306,6 +306,8 @@ def bridge(args: argparse.Namespace) -> None:
 
 
 def sim_options(args: argparse.Namespace) -> str:
+    if args.device != "unix":
+        raise BadInput(f"--device {args.device}: sim starts its own Unix-port device; watch a board with monitor")
     name, _bdef, warnings = common(args)
     warn(warnings)
     broker(args)

@@ -192,14 +192,23 @@ class Device:
             self.unix.cleanup()
 
 
+DEFAULT_KEEPALIVE = 30
+
+
+def unhonoured_options(**given: Any) -> list[str]:
+    """The options given (not None) that a device on a serial URL cannot honour:
+    its config, id, broker and keepalive were set when it was deployed."""
+    return [name for name, value in given.items() if value is not None]
+
+
 def open_device(
     spec: str = "unix",
     board: str = "unix",
     broker: BrokerInfo | None = None,
     micropython: str | None = None,
-    heapsize: str | None = DEFAULT_HEAPSIZE,
+    heapsize: str | None = None,
     device_id: str | None = None,
-    keepalive: int = 30,
+    keepalive: int | None = None,
     precompile: bool = True,
     config: dict[str, Any] | None = None,
     workdir: str | Path | None = None,
@@ -209,12 +218,16 @@ def open_device(
 
     ``config``: extra device options (see :func:`unix_config`); ``workdir``:
     the Unix-port device's working directory (its flash), kept after it stops;
-    ``prefix``: a command to run the Unix port under (``ip netns exec NS``).
+    ``prefix``: a command to run the Unix port under (``ip netns exec NS``);
+    ``heapsize`` defaults to DEFAULT_HEAPSIZE, ``keepalive`` to 30 s. A device on a serial
+    URL runs what was deployed to it: any of ``broker``, ``micropython``,
+    ``heapsize``, ``device_id``, ``keepalive``, ``config``, ``workdir``,
+    ``prefix`` (or ``precompile=False``) given for it is a ValueError naming them.
     """
     bdef = boards.load(board)
     if spec == "unix":
-        cfg = unix_config(bdef, broker, device_id, keepalive=keepalive, extra=config)
-        unix = UnixDevice(cfg, micropython, heapsize, precompile, workdir=workdir, prefix=prefix)
+        cfg = unix_config(bdef, broker, device_id, keepalive=keepalive or DEFAULT_KEEPALIVE, extra=config)
+        unix = UnixDevice(cfg, micropython, heapsize or DEFAULT_HEAPSIZE, precompile, workdir=workdir, prefix=prefix)
         try:
             port = unix.start()
             dev = Device(SerialLink(port, name="unix device"), bdef, unix)
@@ -223,6 +236,22 @@ def open_device(
             unix.cleanup()
             raise
         return dev
+    refused = unhonoured_options(
+        broker=broker,
+        micropython=micropython,
+        heapsize=heapsize,
+        device_id=device_id,
+        keepalive=keepalive,
+        config=config,
+        workdir=workdir,
+        prefix=prefix,
+        precompile=None if precompile else False,
+    )
+    if refused:
+        raise ValueError(
+            f"device {spec}: cannot honour {', '.join(refused)}: a device on a serial port runs the firmware, "
+            "board and config deployed to it (lightctl deploy); only the Unix port (spec 'unix') is configured per run"
+        )
     dev = Device(SerialLink(spec), bdef)
     try:
         dev.wait_boot()

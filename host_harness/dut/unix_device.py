@@ -101,6 +101,7 @@ class UnixDevice:
     def start(self) -> str:
         """Start the interpreter; returns the serial port path."""
         self.config_path.write_text(json.dumps(self.config))
+        (self.workdir / firmware_build.FW_ID_FILE).write_text(firmware_build.firmware_hash() + "\n")
         self.firmware_dir = self._firmware()
         master, slave = pty.openpty()
         tty.setraw(slave)  # no echo, no line editing: a plain serial line
@@ -158,6 +159,7 @@ class UnixDevice:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             self.config_path.unlink(missing_ok=True)
+            (self.workdir / firmware_build.FW_ID_FILE).unlink(missing_ok=True)
 
 
 def _heap_bytes(s: str) -> int:

@@ -82,6 +82,11 @@ def config_file(config: dict[str, Any]) -> Local:
     return Local("config.json", (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode(), secret=True)
 
 
+def fw_id_file(src: Path = FIRMWARE_DIR) -> Local:
+    """The build id the firmware reports in info as ``fw``."""
+    return Local(firmware_build.FW_ID_FILE, (firmware_build.firmware_hash(src) + "\n").encode())
+
+
 def board_file(bdef: dict[str, Any]) -> Local:
     return Local("board.json", (json.dumps(bdef, indent=1, sort_keys=True) + "\n").encode())
 
@@ -149,7 +154,7 @@ def deploy(
 
     names = [p.name for p in firmware_build.sources()]
     names += [n.replace(".py", ".mpy") for n in names if n != "main.py"]
-    dev = device_files(port, [*names, "board.json", "config.json"])
+    dev = device_files(port, [*names, "board.json", "config.json", firmware_build.FW_ID_FILE])
 
     mpy = False
     why = "--no-mpy: deploying .py sources"
@@ -169,6 +174,7 @@ def deploy(
 
     want = firmware_files(mpy)
     want.append(board_file(bdef))
+    want.append(fw_id_file())
     if config is not None:
         want.append(config_file(config))
     elif "config.json" in dev.files:
@@ -217,7 +223,8 @@ def deploy(
         res.info = wait_booted(port, bdef, boot_timeout)
         i = res.info
         say(
-            f"booted: device {i.get('device_id')}, firmware {i.get('version')}, board {i.get('board')}, "
+            f"booted: device {i.get('device_id')}, firmware {i.get('version')} ({i.get('fw') or 'no build id'}), "
+            f"board {i.get('board')}, "
             f"platform {i.get('platform')}, mqtt {i.get('mqtt')}"
         )
     return res
@@ -235,7 +242,8 @@ def _cp_force() -> list[str]:
 def _copy(port: str, files: list[Local], remove: list[str]) -> None:
     # Modules first, then board and config, main.py last: a copy that stops
     # half-way leaves a board that does not start a half-new firmware.
-    order = sorted(files, key=lambda f: (f.name == "main.py", f.name in ("board.json", "config.json"), f.name))
+    last = ("board.json", "config.json", firmware_build.FW_ID_FILE)
+    order = sorted(files, key=lambda f: (f.name == "main.py", f.name in last, f.name))
     with tempfile.TemporaryDirectory(prefix="lightctl-deploy-") as tmp:  # mode 0700: the config may hold secrets
         args: list[str] = []
         for n in remove:

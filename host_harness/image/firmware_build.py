@@ -62,6 +62,21 @@ def sources(src: Path = FIRMWARE_DIR) -> list[Path]:
     return sorted(p for p in src.glob("*.py"))
 
 
+FW_ID_FILE = "fw.txt"  # on the device, beside config.json: the firmware's build id, reported by info as "fw"
+
+
+def firmware_hash(src: Path = FIRMWARE_DIR) -> str:
+    """The build id of the firmware sources (names and contents): what ``info`` reports as ``fw``.
+
+    Deploy and the Unix-port launcher write it beside the device's config, so
+    a board running other firmware than this checkout's is told apart.
+    """
+    h = hashlib.sha256()
+    for p in sources(src):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def compile_tree(src: Path = FIRMWARE_DIR, out_root: Path | None = None) -> Path:
     """main.py as source and every other module as .mpy, cached by content."""
     cmd = _mpy_cross()

@@ -4,12 +4,18 @@ A reader thread splits the byte stream into lines, stamps each with the host
 clock when its bytes arrived, and logs every JSON object with an "ev" key as
 an event. Anything else (a boot banner, a traceback, line noise) is kept as
 text in ``noise`` and never breaks the reader.
+
+A port that disappears (a board with native USB re-enumerates after a reset)
+is waited for: the link closes it, says so, reopens the same path when it
+exists again (within ``reopen_timeout``) and goes on reading.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import threading
 import time
 from collections import deque
@@ -22,6 +28,9 @@ from host_harness.core.events import Event, EventLog
 from host_harness.link.credit import CreditWindow
 
 MAX_LINE = 4096
+REOPEN_TIMEOUT = 10.0  # seconds a vanished port is waited for
+
+log = logging.getLogger(__name__)
 
 LineListener = Callable[[int, str, dict[str, Any] | None], None]
 
@@ -39,13 +48,22 @@ def split_event(text: str) -> tuple[str, dict[str, Any] | None]:
     return text, None
 
 
+def _open(url: str, baudrate: int) -> serial.SerialBase:
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, exclusive=None)
+    except (serial.SerialException, ValueError, OSError) as e:
+        raise ConnectionError(f"cannot open serial port {url}: {e}") from e
+
+
 class SerialLink:
-    def __init__(self, url: str, baudrate: int = 115200, name: str = "serial") -> None:
-        try:
-            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, exclusive=None)
-        except (serial.SerialException, ValueError, OSError) as e:
-            raise ConnectionError(f"cannot open serial port {url}: {e}") from e
+    def __init__(
+        self, url: str, baudrate: int = 115200, name: str = "serial", reopen_timeout: float = REOPEN_TIMEOUT
+    ) -> None:
+        self.baudrate = baudrate
+        self.port = _open(url, baudrate)
         self._init_state(url, name)
+        # A port path (not a URL) that vanishes is waited for and reopened; 0 turns that off.
+        self.reopen_timeout = reopen_timeout if "://" not in url else 0.0
         self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
         self._thread.start()
 
@@ -57,9 +75,46 @@ class SerialLink:
         self.raw_listeners: list[Any] = []  # called with every chunk of bytes read
         self.bytes_read = 0  # nothing at all from a port says more than a timeout
         self.line_listeners: list[LineListener] = []  # called per line, in order: (arrival ns, noise, event)
+        self.sent_listeners: list[Callable[[int, bytes], None]] = []  # called per write: (host ns, bytes)
+        self.reopen_timeout = 0.0  # a vanished port is not waited for (SerialLink sets its own)
+        self.reopens = 0
         self._write_lock = threading.Lock()
         self.credit = CreditWindow()  # paces writes to the device's console window (see link/credit.py)
         self._stop = threading.Event()
+
+    def _notice(self, text: str) -> None:
+        """Something the link itself says: logged, and kept in order with the console lines."""
+        log.warning("%s", text)
+        self._line(f"[lightctl] {text}".encode(), time.monotonic_ns())
+
+    def _reopen(self, why: Exception) -> bool:
+        """The port vanished: wait for its path to come back and reopen it."""
+        with contextlib.suppress(Exception):
+            self.port.close()
+        self._notice(
+            f"port {self.url} disappeared ({why}); waiting up to {self.reopen_timeout:g} s for it to come back"
+        )
+        deadline = time.monotonic() + self.reopen_timeout
+        last: Exception = why
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if os.path.exists(self.url):
+                try:
+                    port = _open(self.url, self.baudrate)
+                except ConnectionError as e:  # the node is there, its driver not yet ready
+                    last = e
+                else:
+                    with self._write_lock:
+                        self.port = port
+                    self.credit.reset()  # the lines in flight went with the old port
+                    self.reopens += 1
+                    self._notice(f"reopened {self.url}")
+                    return True
+            self._stop.wait(0.05)
+        if not self._stop.is_set():
+            self.log.close(
+                f"serial port {self.url} disappeared and did not come back within {self.reopen_timeout:g} s: {last}"
+            )
+        return False
 
     def _reader(self) -> None:
         buf = bytearray()
@@ -67,8 +122,14 @@ class SerialLink:
             try:
                 chunk = self.port.read(self.port.in_waiting or 1)
             except (serial.SerialException, OSError, TypeError, AttributeError) as e:
-                if not self._stop.is_set():
-                    self.log.close(f"serial port {self.url} closed: {e}")
+                if self._stop.is_set():
+                    return
+                if self.reopen_timeout > 0 and isinstance(e, (serial.SerialException, OSError)):
+                    buf.clear()  # a line cut by the disconnect is gone
+                    if self._reopen(e):
+                        continue
+                    return
+                self.log.close(f"serial port {self.url} closed: {e}")
                 return
             if not chunk:
                 continue
@@ -105,7 +166,10 @@ class SerialLink:
         """Write bytes, never more unanswered than the device's console window;
         returns time.monotonic_ns() just before the first byte went out."""
         with self._write_lock:
-            return self.credit.send(data, self._write)
+            t = self.credit.send(data, self._write)
+        for cb in self.sent_listeners:
+            cb(t, data)
+        return t
 
     def _write(self, data: bytes) -> None:
         try:
