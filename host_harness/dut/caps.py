@@ -113,7 +113,7 @@ def check_firmware(spec: str, board: str, deploy: bool, say: Callable[[str], Non
     if not deploy:
         raise BoardError(
             f"device {spec} runs {has}, this checkout's is {want}: deploy it first "
-            f"(lightctl deploy --port {spec} --board {board} --config FILE), or pass --lightctl-deploy"
+            f"(lightctl deploy --device {spec} --board {board} --config FILE), or pass --lightctl-deploy"
         )
     say(f"lightctl: device {spec} runs {has}, this checkout's is {want}: deploying (the device keeps its config)")
     try:
