@@ -195,7 +195,8 @@ def test_a_board_with_other_firmware_is_refused_or_deployed_to(
         xml, logs = tmp_path / "junit.xml", tmp_path / "logs"
         r = run_pytest(tmp_path, port, broker, "--lightctl-deploy", f"--junitxml={xml}", f"--lightctl-log-dir={logs}")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "deploying (the device keeps its config)" in r.stdout, r.stdout
+        assert f"this checkout's is {want}: deploying it" in r.stdout, r.stdout
+        assert "keeping the device's config.json" in r.stdout, r.stdout
         assert (board_fs / firmware_build.FW_ID_FILE).read_text().strip() == want
         assert json.loads((board_fs / "config.json").read_text())["device_id"] == "stale"
 
@@ -205,5 +206,19 @@ def test_a_board_with_other_firmware_is_refused_or_deployed_to(
         text = Path(paths[0]).read_text()
         assert f'"fw": "{want}"' in text  # the device's info heads the log
         assert ' dev1 > {"op":"set"' in text and ' dev1 < {"ev":"change"' in text, text
+    finally:
+        board.cleanup()
+
+
+@pytest.mark.needs_process
+def test_a_freshly_flashed_board_is_deployed_to_first(tmp_path: Path, board_fs: Path, broker: RunningBroker) -> None:
+    board = VirtualBoard(board_fs)  # an empty filesystem: MicroPython at its REPL, no firmware
+    port = board.start()
+    try:
+        r = run_pytest(tmp_path, port, broker, "--lightctl-deploy")
+        assert r.returncode == 0, r.stdout + r.stderr
+        want = firmware_build.firmware_hash()
+        assert f"runs no firmware answering info, this checkout's is {want}: deploying it" in r.stdout, r.stdout
+        assert (board_fs / firmware_build.FW_ID_FILE).read_text().strip() == want
     finally:
         board.cleanup()

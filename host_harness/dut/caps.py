@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from host_harness.core.events import WaitTimeout
-from host_harness.dut.device import open_device
+from host_harness.dut import boards
+from host_harness.dut.device import Device
 from host_harness.image import firmware_build
 from host_harness.image.deploy import deploy as deploy_to
 from host_harness.image.ports import DeployError
+from host_harness.link.serial_link import SerialLink
+
+INFO_TIMEOUT = 10.0  # seconds for a board to answer info (it may be booting)
 
 # marker -> what it means (pytest's marker help)
 MARKERS = {
@@ -87,35 +91,46 @@ def for_board(spec: str, bdef: dict[str, Any], info: dict[str, Any]) -> Caps:
     )
 
 
-def ask_info(spec: str, board: str) -> dict[str, Any]:
+def ask_info(spec: str, board: str, timeout: float = INFO_TIMEOUT) -> dict[str, Any]:
     """Attach to a board and ask ``info``."""
     try:
-        dev = open_device(spec, board)
-    except (ConnectionError, WaitTimeout) as e:
+        link = SerialLink(spec)
+    except ConnectionError as e:
         raise BoardError(f"device {spec}: {e}") from None
     try:
-        return dict(dev.info)
+        return Device(link, boards.load(board)).wait_boot(timeout)
+    except WaitTimeout as e:
+        raise BoardError(f"device {spec}: {e}") from None
     finally:
-        dev.close()
+        link.close()
 
 
 def check_firmware(spec: str, board: str, deploy: bool, say: Callable[[str], None]) -> dict[str, Any]:
     """The board's info, once it runs this checkout's firmware (deployed first when ``deploy``).
 
-    A board running other firmware is refused naming both build ids.
+    A board running other firmware is refused naming both build ids; with
+    ``deploy``, a board answering no info (freshly flashed, at its REPL) is
+    deployed to as well.
     """
     want = firmware_build.firmware_hash()
-    info = ask_info(spec, board)
-    have = str(info.get("fw") or "")
-    if have == want:
-        return info
-    has = f"firmware {have}" if have else "firmware without a build id"
+    try:
+        info = ask_info(spec, board)
+    except BoardError as e:
+        if not deploy:
+            raise
+        say(f"lightctl: {e}")
+        has = "no firmware answering info"
+    else:
+        have = str(info.get("fw") or "")
+        if have == want:
+            return info
+        has = f"firmware {have}" if have else "firmware without a build id"
     if not deploy:
         raise BoardError(
             f"device {spec} runs {has}, this checkout's is {want}: deploy it first "
             f"(lightctl deploy --device {spec} --board {board} --config FILE), or pass --lightctl-deploy"
         )
-    say(f"lightctl: device {spec} runs {has}, this checkout's is {want}: deploying (the device keeps its config)")
+    say(f"lightctl: device {spec} runs {has}, this checkout's is {want}: deploying it")
     try:
         res = deploy_to(spec, board, say=lambda line: say(f"  {line}"))
     except DeployError as e:
