@@ -22,7 +22,7 @@ from host_harness.report import facts
 from host_harness.report.hlog import read_interval_max
 from host_harness.report.plots import percentile_curve, percentile_ticks, supported_percentile, x_of
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # runs lightctl, which spawns its own device
 
 COUNT = 30
 BROKEN_HOP = "device_to_host"

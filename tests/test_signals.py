@@ -32,7 +32,7 @@ from host_harness.broker.start import start_broker
 from host_harness.core.events import Event
 from host_harness.link.mqtt_client import HostMqtt
 
-pytestmark = pytest.mark.unix_only
+pytestmark = pytest.mark.needs_process  # runs lightctl, which spawns its own device
 
 ENV = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
 UP_TIMEOUT = 60.0
