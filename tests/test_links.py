@@ -233,7 +233,7 @@ def behind(name: str, count: int, seed: int = 5) -> tuple[JourneyRun, Link]:
     return run, link
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # its own device behind a link
 @needs_mosquitto
 def test_mqtt_journeys_cross_wifi_near_and_both_hops_carry_its_delay() -> None:
     run, link = behind("wifi-near", 60)
@@ -246,7 +246,7 @@ def test_mqtt_journeys_cross_wifi_near_and_both_hops_carry_its_delay() -> None:
     assert v.ok, v.message()
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # its own device behind a link
 @needs_mosquitto
 def test_lossy_link_breaks_the_lan_budget_and_the_verdict_names_retransmissions() -> None:
     run, _ = behind("wifi-lossy", 150)
@@ -257,7 +257,7 @@ def test_lossy_link_breaks_the_lan_budget_and_the_verdict_names_retransmissions(
     assert RETRANSMISSION in [d.culprit for d in diagnose([j.e2e_ms for j in run.journeys])]
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # its own device behind a link
 @needs_mosquitto
 def test_power_save_breaks_the_lan_budget_and_the_verdict_names_the_sleeping_radio() -> None:
     run, _ = behind("wifi-powersave", 25)
@@ -349,7 +349,7 @@ RUN = [sys.executable, "-m", "host_harness", "run"]
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # its own device behind a link
 @needs_mosquitto
 def test_run_and_the_plugin_take_a_link_profile(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "run.json"
