@@ -131,6 +131,27 @@ def test_a_port_that_disappears_and_comes_back_is_reopened(linked_board: Virtual
 
 
 @pytest.mark.needs_process
+def test_commands_sent_while_the_port_is_away_go_out_once_it_is_back(linked_board: VirtualBoard) -> None:
+    dev = open_device(linked_board.port, "unix")
+    try:
+        said = Said(dev.link)
+        linked_board.unplug()
+        said.wait("disappeared")
+        # The board re-enumerates a moment later (from another thread, as udev would);
+        # meanwhile the harness asks for info, as it does right after a reset.
+        back = threading.Timer(0.5, linked_board.replug)
+        back.start()
+        try:
+            info = dev.wait_boot()  # its writes wait for the port, then go out: no ConnectionError
+        finally:
+            back.join()
+        assert info["device_id"] == "linked" and dev.link.reopens == 1
+        assert dev.set("ON").get("state") == "ON"
+    finally:
+        dev.close()
+
+
+@pytest.mark.needs_process
 def test_a_port_that_does_not_come_back_ends_waits_naming_it(linked_board: VirtualBoard) -> None:
     dev = Device(SerialLink(linked_board.port, reopen_timeout=0.5), boards.load("unix"))
     try:

@@ -85,11 +85,18 @@ class VirtualBoard:
             tmp.symlink_to(self.pty)
             tmp.replace(self.link)  # the name appears at once, pointing at a working pty
         self.port = str(self.link) if self.link is not None else self.pty
-        with self._lock:
-            self._unplugged = False
-            self._spawn()
-        self._thread = threading.Thread(target=self._supervise, name=f"virtual board {self.port}", daemon=True)
+        # The supervisor thread starts the interpreter too: a child dies with the thread
+        # that spawned it (children.spawn), so every process comes from the thread that
+        # outlives it, whichever thread plugged the board in.
+        started = threading.Event()
+        failed: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._supervise, args=(started, failed), name=f"virtual board {self.port}", daemon=True
+        )
         self._thread.start()
+        started.wait()
+        if failed:
+            raise failed[0]
 
     def _spawn(self) -> None:
         cmd = [self.micropython]
@@ -112,7 +119,16 @@ class VirtualBoard:
             self.boots += 1
             self._booted.notify_all()
 
-    def _supervise(self) -> None:
+    def _supervise(self, started: threading.Event, failed: list[BaseException]) -> None:
+        try:
+            with self._lock:
+                self._unplugged = False
+                self._spawn()
+        except BaseException as e:
+            failed.append(e)
+            return
+        finally:
+            started.set()
         while True:
             proc = self.proc
             if proc is None:

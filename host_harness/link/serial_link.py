@@ -7,7 +7,8 @@ text in ``noise`` and never breaks the reader.
 
 A port that disappears (a board with native USB re-enumerates after a reset)
 is waited for: the link closes it, says so, reopens the same path when it
-exists again (within ``reopen_timeout``) and goes on reading.
+exists again (within ``reopen_timeout``) and goes on reading. A write that
+fails meanwhile waits for the port to come back and is made again.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class SerialLink:
         self.sent_listeners: list[Callable[[int, bytes], None]] = []  # called per write: (host ns, bytes)
         self.reopen_timeout = 0.0  # a vanished port is not waited for (SerialLink sets its own)
         self.reopens = 0
+        self._port_cv = threading.Condition()  # guards the swap of a reopened port, wakes waiting writers
+        self._gone = False  # set while the port is away, until it is reopened or given up
         self._write_lock = threading.Lock()
         self.credit = CreditWindow()  # paces writes to the device's console window (see link/credit.py)
         self._stop = threading.Event()
@@ -89,6 +92,8 @@ class SerialLink:
 
     def _reopen(self, why: Exception) -> bool:
         """The port vanished: wait for its path to come back and reopen it."""
+        with self._port_cv:
+            self._gone = True
         with contextlib.suppress(Exception):
             self.port.close()
         self._notice(
@@ -103,17 +108,23 @@ class SerialLink:
                 except ConnectionError as e:  # the node is there, its driver not yet ready
                     last = e
                 else:
-                    with self._write_lock:
-                        self.port = port
-                    self.credit.reset()  # the lines in flight went with the old port
-                    self.reopens += 1
                     self._notice(f"reopened {self.url}")
+                    with self._port_cv:
+                        self.port = port
+                        self.reopens += 1
+                        self._gone = False
+                        self._port_cv.notify_all()
+                    # The lines in flight went with the old port. Only now: a writer waiting for
+                    # the port holds the credit's lock (it writes under it).
+                    self.credit.reset()
                     return True
             self._stop.wait(0.05)
         if not self._stop.is_set():
             self.log.close(
                 f"serial port {self.url} disappeared and did not come back within {self.reopen_timeout:g} s: {last}"
             )
+        with self._port_cv:
+            self._port_cv.notify_all()  # writers waiting for the port give up
         return False
 
     def _reader(self) -> None:
@@ -172,11 +183,34 @@ class SerialLink:
         return t
 
     def _write(self, data: bytes) -> None:
-        try:
-            self.port.write(data)
-            self.port.flush()
-        except (serial.SerialException, OSError) as e:
-            raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
+        for again in (False, True):
+            seen = self._wait_port()
+            try:
+                self.port.write(data)
+                self.port.flush()
+                return
+            except (serial.SerialException, OSError) as e:
+                # The port went away under the write: once the reader reopens it, write again.
+                if again or self.reopen_timeout <= 0 or not self._reopened_since(seen):
+                    raise ConnectionError(f"cannot write to serial port {self.url}: {e}") from e
+
+    def _alive(self) -> bool:
+        return not self._stop.is_set() and self.log.closed_reason is None
+
+    def _wait_port(self) -> int:
+        """Wait while the port is away (being reopened); returns the reopen count seen."""
+        with self._port_cv:
+            if self._gone:
+                self._port_cv.wait_for(lambda: not self._gone or not self._alive(), self.reopen_timeout + 1)
+            return self.reopens
+
+    def _reopened_since(self, seen: int) -> bool:
+        """After a failed write: has the reader reopened the port (waiting for it, if it is on it)?"""
+        with self._port_cv:
+            return (
+                self._port_cv.wait_for(lambda: self.reopens > seen or not self._alive(), self.reopen_timeout + 1)
+                and self.reopens > seen
+            )
 
     def send(self, obj: dict[str, Any]) -> int:
         """Send one command line; returns the host time of sending (ns)."""
@@ -187,6 +221,8 @@ class SerialLink:
 
     def close(self) -> None:
         self._stop.set()
+        with self._port_cv:
+            self._port_cv.notify_all()
         with contextlib.suppress(Exception):
             self.port.close()
         self._thread.join(timeout=2)
