@@ -58,6 +58,7 @@ from host_harness.dut.device import Device, open_device
 from host_harness.dut.fleet import group_name, start_unix_devices
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.link.serial_link import SerialLink
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.fleet import Fleet
 from host_harness.measure.journeys import Journeys
@@ -276,7 +277,9 @@ class DeviceLog:
         t = self._wall0 + (ns - self._ns0) / 1e9
         return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
 
-    def attach(self, dev: Device, label: str) -> None:
+    def attach(self, link: SerialLink, label: str) -> None:
+        """Log the link's lines from now on (before the device's boot is waited for)."""
+
         def got(ns: int, noise: str, data: dict[str, Any] | None) -> None:
             text = noise + (json.dumps(data, separators=(",", ":")) if data is not None else "")
             self.file.write(f"{self._stamp(ns)} {label} < {text}\n")
@@ -285,9 +288,9 @@ class DeviceLog:
             text = data.decode("utf-8", "replace").rstrip("\n")
             self.file.write(f"{self._stamp(ns)} {label} > {text if text.isprintable() else repr(data)}\n")
 
-        dev.link.line_listeners.append(got)
-        dev.link.sent_listeners.append(sent)
-        self.file.write(f"{self._stamp(time.monotonic_ns())} {label} = {dev.link.url}: {json.dumps(dev.info)}\n")
+        link.line_listeners.append(got)
+        link.sent_listeners.append(sent)
+        self.file.write(f"{self._stamp(time.monotonic_ns())} {label} = {link.url}\n")
 
     def close(self) -> None:
         self.file.close()
@@ -320,12 +323,14 @@ def device_factory(
             kw.setdefault("broker", broker.info)
             kw.setdefault("micropython", lightctl.micropython)
             kw.setdefault("heapsize", lightctl.heapsize)
-        d = open_device(spec, **kw)  # a board refuses what it cannot honour (config, device id ...)
-        made.append(d)
         if dlog is None:
             dlog = DeviceLog(_log_path(lightctl, request, tmp_path_factory))
             request.node.user_properties.append(("device_log", dlog.path))
-        dlog.attach(d, f"dev{len(made)}")
+        label = f"dev{len(made) + 1}"
+        log = dlog
+        # a board refuses what it cannot honour (config, device id ...); the boot's lines are logged too
+        d = open_device(spec, on_link=lambda link: log.attach(link, label), **kw)
+        made.append(d)
         return d
 
     yield make

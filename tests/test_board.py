@@ -225,7 +225,7 @@ def test_a_board_with_other_firmware_is_refused_or_deployed_to(
         paths = [v for k, v in props if k == "device_log"]
         assert len(paths) == 1 and paths[0] is not None and Path(paths[0]).parent == logs, props
         text = Path(paths[0]).read_text()
-        assert f'"fw": "{want}"' in text  # the device's info heads the log
+        assert 'dev1 < {"ev":"info"' in text and f'"fw":"{want}"' in text  # from the first info on
         assert ' dev1 > {"op":"set"' in text and ' dev1 < {"ev":"change"' in text, text
     finally:
         board.cleanup()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,7 @@ def open_device(
     config: dict[str, Any] | None = None,
     workdir: str | Path | None = None,
     prefix: list[str] | None = None,
+    on_link: Callable[[SerialLink], None] | None = None,
 ) -> Device:
     """Start (``unix``) or attach to (a pyserial URL) a device, ready to use.
 
@@ -223,6 +225,8 @@ def open_device(
     URL runs what was deployed to it: any of ``broker``, ``micropython``,
     ``heapsize``, ``device_id``, ``keepalive``, ``config``, ``workdir``,
     ``prefix`` (or ``precompile=False``) given for it is a ValueError naming them.
+    ``on_link`` is called with the serial link as soon as it is open, before
+    the boot is waited for (to log the boot's lines).
     """
     bdef = boards.load(board)
     if spec == "unix":
@@ -231,6 +235,8 @@ def open_device(
         try:
             port = unix.start()
             dev = Device(SerialLink(port, name="unix device"), bdef, unix)
+            if on_link is not None:
+                on_link(dev.link)
             dev.wait_boot()
         except BaseException:
             unix.cleanup()
@@ -254,6 +260,8 @@ def open_device(
         )
     dev = Device(SerialLink(spec), bdef)
     try:
+        if on_link is not None:
+            on_link(dev.link)
         dev.wait_boot()
     except BaseException:
         dev.close()
