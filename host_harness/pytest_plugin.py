@@ -123,6 +123,21 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     config.addinivalue_line("markers", "devices(n): the devices fixture holds n devices (default 2)")
     _check_options(config)
+    _one_worker_per_board(config)
+
+
+CAPPED_KEY = pytest.StashKey[str]()
+
+
+def _one_worker_per_board(config: pytest.Config) -> None:
+    """Boards are not shared: under pytest-xdist, more workers than boards are cut to one per board."""
+    o = _options(config)
+    n = getattr(config.option, "numprocesses", None)
+    if o.unix or hasattr(config, "workerinput") or not isinstance(n, int) or n <= len(o.devices):
+        return
+    config.option.numprocesses = len(o.devices)
+    config.option.tx = ["popen"] * len(o.devices)  # what xdist made of -n (its cmdline_main ran first)
+    config.stash[CAPPED_KEY] = f"-n {n} cut to -n {len(o.devices)}: one xdist worker per board"
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -192,6 +207,8 @@ def _xdist_controller(config: pytest.Config) -> bool:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A board is asked what it is once: its firmware's build id must be this checkout's."""
     config = session.config
+    if CAPPED_KEY in config.stash:
+        _say(config)(f"lightctl: {config.stash[CAPPED_KEY]}")
     if _xdist_controller(config):
         return  # the workers, which drive the boards, ask
     o = _options(config)

@@ -179,6 +179,8 @@ def run_pytest(tmp_path: Path, port: str, broker: RunningBroker, *extra: str) ->
             "-m",
             "pytest",
             "-q",
+            "-n",
+            "0",
             "-p",
             "no:cacheprovider",
             "--lightctl-device",

@@ -45,7 +45,7 @@ def test_a_broken_hop_budget_fails_naming_that_hop(
     assert "host_to_device covers: serial line" in msg
 
 
-@pytest.mark.unix_only
+@pytest.mark.needs_process  # the true clock is read from the Unix port's REPL
 def test_synced_hops_agree_with_the_true_clock(journey: Journeys, device: Device, device_clock: ClockMap) -> None:
     assert isinstance(device_clock, SyncedClock)
     truth = unix_clock_truth(device)
