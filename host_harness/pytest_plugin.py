@@ -205,24 +205,51 @@ def _xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A board is asked what it is once: its firmware's build id must be this checkout's."""
+    """A board is asked what it is once: its firmware's build id must be this checkout's.
+
+    Under pytest-xdist the controller checks (and deploys to) every board, so a refusal
+    is one usage error; each worker then asks its own board what it offers.
+    """
     config = session.config
     if CAPPED_KEY in config.stash:
         _say(config)(f"lightctl: {config.stash[CAPPED_KEY]}")
-    if _xdist_controller(config):
-        return  # the workers, which drive the boards, ask
+    _warn_path_taken_for_rootdir(config)
     o = _options(config)
-    if o.unix:
-        config.stash[CAPS_KEY] = dut_caps.UNIX
-        return
     say = _say(config)
     try:
-        info = dut_caps.check_firmware(o.device, o.board, o.deploy, say)
+        if _xdist_controller(config):
+            for spec in dict.fromkeys(o.devices):
+                if spec != "unix":
+                    dut_caps.check_firmware(spec, o.board, o.deploy, say)
+            return
+        if o.unix:
+            config.stash[CAPS_KEY] = dut_caps.UNIX
+            return
+        if hasattr(config, "workerinput"):
+            info = dut_caps.ask_info(o.device, o.board)  # checked by the controller
+        else:
+            info = dut_caps.check_firmware(o.device, o.board, o.deploy, say)
     except dut_caps.BoardError as e:
         raise pytest.UsageError(str(e)) from None
     caps = dut_caps.for_board(o.device, boards.load(o.board), info)
     config.stash[CAPS_KEY] = caps
     say(f"lightctl: {caps.describe()}")
+
+
+def _warn_path_taken_for_rootdir(config: pytest.Config) -> None:
+    """pytest picks its rootdir before plugins load, so ``--lightctl-device /dev/ttyUSB0``
+    looks like a test path to it: its folder becomes the rootdir, and the project's
+    ini file (markers, addopts, testpaths) is not read. ``--lightctl-device=/dev/ttyUSB0`` is not."""
+    if config.inipath is not None or hasattr(config, "workerinput"):
+        return
+    o = _options(config)
+    for opt, value in [*(("--lightctl-device", d) for d in o.devices), ("--lightctl-log-dir", o.log_dir)]:
+        if value and os.path.exists(value) and os.path.dirname(os.path.abspath(value)).startswith(str(config.rootpath)):
+            _say(config)(
+                f"lightctl: warning: pytest took {opt} {value} for a test path (rootdir {config.rootpath}, "
+                f"no ini file read); write {opt}={value}"
+            )
+            return
 
 
 def _say(config: pytest.Config) -> Callable[[str], None]:

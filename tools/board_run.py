@@ -6,7 +6,7 @@ a freshly flashed ESP32) stands in for the board. This does what a user does wit
   1. a Mosquitto with stock settings on a free loopback port: the lab's broker, for the board and the tests;
   2. python -m host_harness.dut.virtual_board --link WORK/ttyV0 --dir WORK/fs --heapsize 64k
   3. lightctl deploy --device WORK/ttyV0 --board unix --config WORK/device.json
-  4. python -m pytest --lightctl-device WORK/ttyV0 --lightctl-board unix --lightctl-broker mqtt://127.0.0.1:PORT -rs
+  4. python -m pytest --lightctl-device=WORK/ttyV0 --lightctl-board=unix --lightctl-broker=mqtt://127.0.0.1:PORT -rs
 
 Tests that need what a board cannot give (process control, a config of their own) are skipped with
 the reason; everything else must pass. Arguments are passed to pytest; the exit status is pytest's
@@ -69,9 +69,10 @@ def main(argv: list[str]) -> int:
             if subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL).returncode != 0:
                 print("error: deploying to the virtual board failed", file=sys.stderr)
                 return 2
-            cmd = [sys.executable, "-m", "pytest", "--lightctl-device", port, "--lightctl-board", BOARD]
-            cmd += ["--lightctl-broker", info.url, "-rs", *argv]
-            say([info.redacted_url() if c == info.url else c for c in cmd])
+            # --opt=VALUE: pytest takes a bare path argument for a test path (and its folder for the rootdir)
+            cmd = [sys.executable, "-m", "pytest", f"--lightctl-device={port}", f"--lightctl-board={BOARD}"]
+            cmd += [f"--lightctl-broker={info.url}", "-rs", *argv]
+            say([c.replace(info.url, info.redacted_url()) for c in cmd])
             return subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL).returncode
         finally:
             board.terminate()
