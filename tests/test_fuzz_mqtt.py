@@ -19,6 +19,7 @@ from host_harness.link.mqtt_client import HostMqtt
 from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
 
+@pytest.mark.needs_process  # a fresh device: its ids (made unique per test) were never seen
 def test_mqtt_commands_are_applied_or_refused_as_specified(
     device_factory: DeviceFactory,
     mqtt: HostMqtt,

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from host_harness.pytest_plugin import DeviceFactory, LightctlOptions
 
 
+@pytest.mark.needs_process  # a fresh device: its ids (made unique per test) were never seen
 def test_serial_commands_are_applied_or_refused_as_specified(
     device_factory: DeviceFactory, lightctl: LightctlOptions, request: pytest.FixtureRequest
 ) -> None:

@@ -4,7 +4,7 @@ A virtual board (the MicroPython Unix port on a pty, with a filesystem of its ow
 a freshly flashed ESP32) stands in for the board. This does what a user does with a real one:
 
   1. a Mosquitto with stock settings on a free loopback port: the lab's broker, for the board and the tests;
-  2. python -m host_harness.dut.virtual_board --link WORK/ttyV0 --dir WORK/fs --heapsize 64k
+  2. python -m host_harness.dut.virtual_board --link WORK/ttyV0 --dir WORK/fs --heapsize 80k
   3. lightctl deploy --device WORK/ttyV0 --board unix --config WORK/device.json
   4. python -m pytest --lightctl-device=WORK/ttyV0 --lightctl-board=unix --lightctl-broker=mqtt://127.0.0.1:PORT -rs
 
@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from host_harness.broker.start import start_broker
+from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD = "unix"
@@ -40,7 +41,7 @@ def say(cmd: list[str]) -> None:
 def start_board(work: Path) -> tuple[subprocess.Popen[str], str]:
     (work / "fs").mkdir()
     cmd = [sys.executable, "-m", "host_harness.dut.virtual_board", "--link", str(work / "ttyV0")]
-    cmd += ["--dir", str(work / "fs"), "--heapsize", "64k"]
+    cmd += ["--dir", str(work / "fs"), "--heapsize", DEFAULT_HEAPSIZE]  # the Unix port's ESP32-like heap
     say(cmd)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=ROOT)
     assert proc.stdout is not None
