@@ -74,7 +74,7 @@ def naive_light(info: BrokerInfo, base: str, heapsize: str) -> Iterator[None]:
     lib = umqtt_dir()
     with tempfile.TemporaryDirectory(prefix="lightctl-naive-") as tmp:
         cfg = Path(tmp) / "config.json"
-        cfg.write_text(json.dumps({"id": "naive", "host": info.host, "port": info.port, "base": base}))
+        cfg.write_text(json.dumps({"id": base.replace("/", "-"), "host": info.host, "port": info.port, "base": base}))
         env = dict(os.environ, MICROPYPATH=f"{lib}:.frozen")
         proc = children.spawn(
             [find_micropython(), "-X", f"heapsize={heapsize}", str(NAIVE), str(cfg)],

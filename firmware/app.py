@@ -175,7 +175,7 @@ class App:
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s,"rx_window":%d,"fw":"%s"}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d,"fw":"%s","wifi_pm":"%s"}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -191,6 +191,7 @@ class App:
                 "true" if board.SIMULATED else "false",
                 self.serial.console.window,
                 self.cfg.get("fw", ""),
+                config.wifi_pm(self.cfg),
             )
         )
 
@@ -284,7 +285,7 @@ def main(path=None):
     try:
         cfg = config.load(path)
     except Exception as e:
-        print('{"ev":"fatal","code":"config","msg":"%s: %s"}' % (type(e).__name__, path or config.path()))
+        print('{"ev":"fatal","code":"config","msg":%s}' % json.dumps("%s: %s: %s" % (type(e).__name__, e, path or config.path())))
         return
     # Collections at boot: garbage goes before the long-lived objects settle,
     # which then pack low in the heap and leave the rest in one piece (the

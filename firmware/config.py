@@ -14,6 +14,18 @@ DEFAULTS = {
 }
 
 
+# Wi-Fi power save (config "wifi": {"pm": ...}): off by default. A sleeping
+# radio hears the access point only at beacons (102.4 ms apart, DTIM times
+# that), which is the largest tail on a real ESP32.
+WIFI_PM = ("none", "min", "max")
+
+
+def wifi_pm(cfg):
+    """The configured Wi-Fi power-save mode: none (default), min or max."""
+    w = cfg.get("wifi") or {}
+    return w.get("pm") or "none"
+
+
 def path():
     getenv = getattr(os, "getenv", None)
     p = getenv("LIGHTCTL_CONFIG") if getenv else None
@@ -44,4 +56,6 @@ def load(p=None):
     b = cfg["board"]
     if isinstance(b, str):
         cfg["board"] = _read_json(b)
+    if wifi_pm(cfg) not in WIFI_PM:
+        raise ValueError("wifi.pm must be none, min or max")
     return cfg

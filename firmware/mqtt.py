@@ -44,9 +44,9 @@ _BACKOFF_MAX_MS = const(30000)
 class MQTTClient:
     def __init__(self, link, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, ssl=None, clean=True, will=None, subs=()):
-        # link (mqtt_link.MqttLink) is told: async on_message(topic, buf, n,
-        # retained) (topic: the subscribed one or None; payload buf[:n]; n >
-        # len(buf): too long, unread), async on_connect() after each connect,
+        # link (mqtt_link.MqttLink) is told: async on_message(topic, buf, off,
+        # n, retained) (topic: the subscribed one or None; payload
+        # buf[off:off + n]; n > len(buf): too long, unread), async on_connect() after each connect,
         # async on_tick() at each timer tick, on_status(status, detail).
         # ssl: None, or the TLS options for mqtt_tls.context() (per connect);
         # will: None, or (topic, message, retain, qos); subs: (topic (bytes),
@@ -135,21 +135,22 @@ class MQTTClient:
             n -= m
 
     async def _read_packet(self):
+        # The type byte and the first length byte in one read (every packet
+        # has both), then any further length bytes: a read less per packet.
         buf = self.buf
-        await self._fill(1)
-        hdr = buf[0]
+        await self._fill(2)
         t = clock.now()
-        n = 0
-        shift = 0
-        while True:
+        hdr = buf[0]
+        b = buf[1]
+        n = b & 0x7F
+        shift = 7
+        while b & 0x80:
+            if shift > 21:
+                raise OSError("bad remaining length")
             await self._fill(1)
             b = buf[0]
             n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
             shift += 7
-            if shift > 21:
-                raise OSError("bad remaining length")
         self.t_packet = t
         return hdr, n
 
@@ -259,33 +260,53 @@ class MQTTClient:
                 i += 4
         await self._send(pkt)
 
-    async def _on_publish(self, hdr, n):
-        # Topic and payload are read into self.buf in turn: the topic is
-        # matched against the subscriptions in place, then the payload
-        # overwrites it. Nothing is allocated per message.
+    def _match(self, i, tl):
+        # The subscription whose topic is buf[i:i + tl], or None.
         buf = self.buf
-        await self._fill(2)
-        tl = buf[0] << 8 | buf[1]
-        if tl + 2 > n:
-            raise OSError("bad PUBLISH")
-        n -= tl + 2
-        topic = None
-        if tl > _MAX_PACKET:
-            await self._fill(tl)  # no topic of ours: dropped
-        else:
-            await self._fill(tl)
-            for t, _ in self.subs:
-                if len(t) == tl and buf.find(t, 0, tl) == 0:
-                    topic = t
-                    break
+        for t, _ in self.subs:
+            if len(t) == tl and buf.find(t, i, i + tl) == i:
+                return t
+        return None
+
+    async def _on_publish(self, hdr, n):
+        # A PUBLISH that fits self.buf is read whole in one read (not one per
+        # field: each read is a system call, and a cold one costs on a
+        # spaced schedule): the topic is matched against the subscriptions in
+        # place and the payload handed over where it lies. A larger one is
+        # read field by field and its payload dropped. Nothing is allocated
+        # per message.
+        buf = self.buf
         qos = (hdr >> 1) & 3
+        topic = None
         pid = 0
-        if qos:
+        if n <= _MAX_PACKET:
+            await self._fill(n)
+            if n < 2:
+                raise OSError("bad PUBLISH")
+            tl = buf[0] << 8 | buf[1]
+            off = tl + (4 if qos else 2)
+            if off > n:
+                raise OSError("bad PUBLISH")
+            topic = self._match(2, tl)
+            if qos:
+                pid = buf[off - 2] << 8 | buf[off - 1]
+            n -= off
+        else:
+            off = 0
             await self._fill(2)
-            pid = buf[0] << 8 | buf[1]
-            n -= 2
-        await self._fill(n)  # too large: dropped, the handler reports it
-        await self.link.on_message(topic, buf, n, bool(hdr & 1))
+            tl = buf[0] << 8 | buf[1]
+            if tl + 2 > n:
+                raise OSError("bad PUBLISH")
+            n -= tl + 2
+            await self._fill(tl)
+            if tl <= _MAX_PACKET:  # else no topic of ours: dropped
+                topic = self._match(0, tl)
+            if qos:
+                await self._fill(2)
+                pid = buf[0] << 8 | buf[1]
+                n -= 2
+            await self._fill(n)  # too large: dropped, the handler reports it
+        await self.link.on_message(topic, buf, off, n, bool(hdr & 1))
         if not qos:
             # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
             # this message caused is ACKed by an empty PUBLISH (see _pay).

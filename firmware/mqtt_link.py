@@ -145,20 +145,20 @@ class MqttLink:
         except Exception:
             pass  # a dead link: the reader notices it and reconnects
 
-    async def on_message(self, topic, buf, n, retained):
+    async def on_message(self, topic, buf, off, n, retained):
         t_rx = self.client.t_packet
         if topic is not self.t_set and topic is not self.t_ping and topic not in self.t_groups:
             # <discovery prefix>/status: Home Assistant (re)started, and asks
             # for the discovery config and the state again. A retained
             # "online" comes at every connect, which publishes them anyway.
-            if topic and not retained and n == 6 and buf.find(b"online", 0, 6) == 0:
+            if topic and not retained and n == 6 and buf.find(b"online", off, off + 6) == off:
                 await self.on_connect()
             return
         cmd_id = None
         try:
             if n > protocol.MAX_LEN:
                 raise BadInput("too_long", "payload longer than %d bytes" % protocol.MAX_LEN)
-            obj = protocol.decode(buf, n)
+            obj = protocol.decode(buf, n, off)
             cmd_id = protocol.command_id(obj)
             if topic == self.t_ping:
                 protocol.unknown_fields(obj, PING_FIELDS, cmd_id)

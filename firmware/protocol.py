@@ -62,22 +62,22 @@ def _utf8_ok(view, n):
     return True
 
 
-def decode(data, n=-1):
-    """The first n bytes of data (bytes or bytearray; all of it by default)
-    -> dict, or BadInput. The input is parsed where it lies: no copy of it is
-    made, so a long line needs no long free block in a fragmented heap."""
+def decode(data, n=-1, off=0):
+    """The n bytes of data (bytes or bytearray; all of it by default) from
+    off -> dict, or BadInput. The input is parsed where it lies: no copy of it
+    is made, so a long line needs no long free block in a fragmented heap."""
     if isinstance(data, str):
         data = data.encode()
     if n < 0:
-        n = len(data)
+        n = len(data) - off
     if n > MAX_LEN:
         raise BadInput("too_long", "input longer than %d bytes" % MAX_LEN)
-    view = memoryview(data)[:n]
+    view = memoryview(data)[off : off + n]
     if n and max(view) > 127 and not _utf8_ok(view, n):  # ASCII is UTF-8 as it is
         raise BadInput("bad_utf8", "input is not UTF-8")
     # Parsing nested input costs heap per level (a 512-byte line of brackets
     # takes some 18 kB): refuse it before parsing, whatever memory is free.
-    if data.count(b"[", 0, n) + data.count(b"{", 0, n) > MAX_BRACKETS:
+    if data.count(b"[", off, off + n) + data.count(b"{", off, off + n) > MAX_BRACKETS:
         raise BadInput("bad_json", "input nested too deeply")
     # A command is an object, so it ends with "}". MicroPython's json does not
     # hold the input to that: 1.24/1.25 take an object cut short before its

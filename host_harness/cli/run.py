@@ -210,6 +210,8 @@ def _measure_on_device(
         if link is not None:
             print(link.describe())
         extra, heap = tls_options(args, broker.info) if broker else (None, args.heapsize)
+        if link is not None:
+            extra = {**(extra or {}), **attach.device_config(link)}
         if args.device == "unix":
             dev = open_device(
                 "unix",
@@ -229,6 +231,8 @@ def _measure_on_device(
                 f"firmware {info.get('version')}, ticks period 2**{int(info.get('ticks_period', 2)).bit_length() - 1}"
                 + (f", heap {args.heapsize}, firmware from {dev.unix.build_note}" if dev.unix else "")
             )
+            for w in budgets.assumption_warnings(checked.budget, info):
+                print(w)
             if "button" in kinds and not dev.board.get("button"):
                 kinds.remove("button")
             meta["device"] = f"{args.device} ({info.get('platform')}), id {dev.device_id}"

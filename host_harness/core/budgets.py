@@ -11,6 +11,9 @@ A budget file::
     [journey.mqtt.hops.device_apply]   # optional, per hop
     p99 = 5.0
 
+    [assumes]                 # optional: what the limits assume of the device
+    wifi_pm = "none"          # its Wi-Fi power save (none, min, max; "wifi_pm" in info)
+
 Defaults ship in boards/ (named by the board's "budget" key); a user's file
 given with --budget is laid over them limit by limit: what it does not name
 stays the board's.
@@ -52,12 +55,15 @@ class JourneyBudget:
 class Budget:
     source: str
     journeys: dict[str, JourneyBudget] = field(default_factory=dict)
+    assumes: dict[str, str] = field(default_factory=dict)  # device info key -> the value the limits assume
 
     def for_kind(self, kind: str) -> JourneyBudget:
         return self.journeys.get(kind, JourneyBudget())
 
 
 JOURNEY_KINDS = ("mqtt", "serial", "button")
+# What a budget may assume of the device ([assumes]), each an info field, with its values.
+ASSUMABLE = {"wifi_pm": ("none", "min", "max")}
 
 
 def _limit(v: Any, where: str, integer: bool = False) -> float:
@@ -71,12 +77,21 @@ def _limit(v: Any, where: str, integer: bool = False) -> float:
 
 def _parse(data: dict[str, Any], source: str, links: bool = True) -> Budget:
     b = Budget(source)
-    extra = [k for k in data if k != "journey" and not (links and k == "link")]
+    extra = [k for k in data if k not in ("journey", "assumes") and not (links and k == "link")]
     if extra:
         raise ValueError(
-            f"{source}: unknown key {extra[0]!r}; a budget has only [journey.<kind>] "
+            f"{source}: unknown key {extra[0]!r}; a budget has only [journey.<kind>], [assumes] "
             + ("and [link.<profile>.journey.<kind>] tables" if links else "tables")
         )
+    assumes = data.get("assumes") or {}
+    if not isinstance(assumes, dict):
+        raise ValueError(f"{source}: assumes must be a table ([assumes])")
+    for k, v in assumes.items():
+        if k not in ASSUMABLE:
+            raise ValueError(f"{source}: [assumes] {k}: unknown; a budget may assume {', '.join(ASSUMABLE)}")
+        if v not in ASSUMABLE[k]:
+            raise ValueError(f"{source}: [assumes] {k} = {v!r}: must be one of {', '.join(ASSUMABLE[k])}")
+        b.assumes[k] = v
     link_tables = data.get("link") or {}
     if not isinstance(link_tables, dict) or not all(isinstance(v, dict) for v in link_tables.values()):
         raise ValueError(f"{source}: link must hold tables ([link.<profile>.journey.<kind>])")
@@ -123,6 +138,20 @@ def _parse(data: dict[str, Any], source: str, links: bool = True) -> Budget:
                 )
         b.journeys[kind] = jb
     return b
+
+
+def assumption_warnings(budget: Budget, info: dict[str, Any]) -> list[str]:
+    """One line per [assumes] value the device's info contradicts (a device that
+    does not report the field is not held to it)."""
+    out = []
+    for k, want in budget.assumes.items():
+        got = info.get(k)
+        if got is not None and got != want:
+            out.append(
+                f"warning: the budget ({budget.source}) assumes {k} = {want!r}, the device reports {got!r}: "
+                "its limits may not hold for this device"
+            )
+    return out
 
 
 def _shown(p: Path) -> str:

@@ -55,6 +55,15 @@ def broker_options(link: Link | None, broker: str | None) -> dict[str, Any]:
     return {"extra_config": [f"listener {link.broker_port} {link.broker_ip}"]}
 
 
+def device_config(link: Link | None) -> dict[str, Any]:
+    """Device options a link implies: the Wi-Fi power save it emulates (``max``
+    for a radio that sleeps between beacons, else ``none``), which the Unix-port
+    device reports as ``wifi_pm`` in its info."""
+    if link is None:
+        return {}
+    return {"wifi": {"pm": "max" if link.profile.wake_ms else "none"}}
+
+
 def device_broker(link: Link | None, broker: RunningBroker) -> BrokerInfo:
     """How the device reaches the broker: across the link when there is one."""
     if link is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,4 +42,33 @@ def test_a_bad_budget_file_is_a_clear_error(tmp_path: Path, text: str, msg: str)
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(ValueError, match=msg):
+        budgets.load_file(f)
+
+
+def test_a_budget_names_the_wifi_power_save_it_assumes_and_a_device_reporting_another_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    esp32 = budgets.for_board(boards.load("esp32-devkitc"))
+    assert esp32.assumes == {"wifi_pm": "none"}
+    assert budgets.assumption_warnings(esp32, {"wifi_pm": "none"}) == []
+    assert budgets.assumption_warnings(esp32, {}) == []  # a device that does not report it is not held to it
+    (w,) = budgets.assumption_warnings(esp32, {"wifi_pm": "max"})
+    assert "wifi_pm = 'none'" in w and "'max'" in w
+    f = tmp_path / "mine.toml"
+    f.write_text('[assumes]\nwifi_pm = "min"\n')
+    assert budgets.for_board(boards.load("esp32-devkitc"), f).assumes == {"wifi_pm": "min"}  # laid over
+
+
+@pytest.mark.parametrize(
+    ("text", "msg"),
+    [
+        ('[assumes]\nwifi_pm = "sometimes"\n', "wifi_pm = 'sometimes': must be one of none, min, max"),
+        ('[assumes]\nbaud = "115200"\n', "[assumes] baud: unknown"),
+        ('assumes = "none"\n', "assumes must be a table"),
+    ],
+)
+def test_a_bad_assumption_is_a_clear_error(tmp_path: Path, text: str, msg: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(msg)):
         budgets.load_file(f)
