@@ -43,5 +43,6 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# labgrid: the shared-board test runs a real coordinator and exporter.
+.venv/bin/python -m pip install -q -e '.[test,labgrid]'
 echo "ready: ./dev run   |   ./dev test"

@@ -8,6 +8,7 @@ import sys
 
 from host_harness.cli import hil, run, signals, sim
 from host_harness.cli.help import HelpFormatter
+from host_harness.dut import labgrid_place
 
 DESCRIPTION = "Measure and poke a MicroPython light over MQTT and serial: the lightctl host harness."
 EPILOG = """\
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         return 0
     restore = signals.install()
+    labgrid_place.set_coordinator(getattr(args, "lg_coordinator", None))
     try:
         return int(args.func(args))
     except signals.Interrupted as stop:  # cleaned up on the way here; the handler said why

@@ -1,7 +1,7 @@
 """pytest plugin: a broker, a device under test and a journey helper.
 
 Options (all prefixed, so they cannot clash with other plugins' --port/--board):
-  --lightctl-device unix|URL   the Unix port (default) or a board by pyserial URL;
+  --lightctl-device unix|URL   the Unix port (default), a board by pyserial URL or labgrid:PLACE;
                                repeat it for several boards: under pytest-xdist (-n N)
                                worker gwK uses device K mod count, else the first
   --lightctl-board NAME        board definition from boards/ (default: unix / esp32-devkitc)
@@ -15,6 +15,10 @@ Options (all prefixed, so they cannot clash with other plugins' --port/--board):
   --lightctl-deploy            deploy this checkout's firmware to a board running other firmware
                                (its config kept) instead of refusing the run
   --lightctl-log-dir DIR       each test's device log (default: device-logs/ under pytest's basetemp)
+  --lightctl-lg-coordinator H:P  labgrid coordinator for labgrid:PLACE (default: labgrid's own
+                               --lg-coordinator when its plugin is loaded, else $LG_COORDINATOR);
+                               a place is acquired on first use and released when pytest ends
+
   --lightctl-link NAME         put the Unix-port device behind a packet-level link (root;
                                lan, wifi-near, wifi-wall, wifi-lossy, wifi-powersave);
                                without the privileges its tests are skipped with the reason
@@ -52,7 +56,7 @@ from host_harness.core.assertions import assert_within_budget
 from host_harness.core.budgets import Budget, Verdict
 from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
-from host_harness.dut import boards
+from host_harness.dut import boards, labgrid_place
 from host_harness.dut import caps as dut_caps
 from host_harness.dut.device import Device, open_device
 from host_harness.dut.fleet import group_name, start_unix_devices
@@ -93,7 +97,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--lightctl-device",
         action="append",
         default=None,
-        help="'unix' (spawn the Unix port, default) or a pyserial URL; repeat for several boards (pytest-xdist)",
+        help="'unix' (spawn the Unix port, default), a pyserial URL or labgrid:PLACE; repeat for several boards",
     )
     g.addoption(
         "--lightctl-board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc on a URL)"
@@ -105,6 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--lightctl-budget", default=None, help="a latency budget TOML laid over the board's, limit by limit")
     g.addoption("--lightctl-link", default=None, metavar="NAME", help="put the device behind a link profile (root)")
+    g.addoption("--lightctl-lg-coordinator", default=None, help=labgrid_place.COORDINATOR_HELP)
     g.addoption("--lightctl-timeout", type=float, default=5.0, help="seconds to wait for each confirmation")
     g.addoption(
         "--lightctl-taps", action="store_true", help="split the MQTT hops at the broker with a tap (journey fixture)"
@@ -122,8 +127,15 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in dut_caps.MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.addinivalue_line("markers", "devices(n): the devices fixture holds n devices (default 2)")
+    # ours, else labgrid's own plugin's --lg-coordinator (installed with labgrid), else $LG_COORDINATOR
+    coordinator = config.getoption("lightctl_lg_coordinator") or getattr(config.option, "lg_coordinator", None)
+    labgrid_place.set_coordinator(coordinator)
     _check_options(config)
     _one_worker_per_board(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    labgrid_place.release_all()  # the places this process acquired (atexit would too, later)
 
 
 CAPPED_KEY = pytest.StashKey[str]()

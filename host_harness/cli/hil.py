@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from host_harness.cli.help import HelpFormatter, device_option, example
+from host_harness.dut.labgrid_place import add_coordinator_option
 
 
 def _flash(args: argparse.Namespace) -> int:
@@ -80,7 +81,8 @@ def add_deploy_parser(sub: Any) -> None:
         epilog=example("lightctl deploy --device /dev/ttyUSB0 --board esp32-devkitc --config device.json"),
         formatter_class=HelpFormatter,
     )
-    device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
+    device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port, labgrid:PLACE)")
+    add_coordinator_option(p)
     p.add_argument("--board", required=True, help="board name from boards/ (or a board JSON file)")
     p.add_argument("--config", default=None, metavar="FILE", help="device config JSON (Wi-Fi, MQTT, device_id)")
     p.add_argument("--no-mpy", action="store_true", help="deploy .py sources, not .mpy precompiled by mpy-cross")
@@ -100,7 +102,8 @@ def add_monitor_parser(sub: Any) -> None:
         epilog=example("lightctl monitor --device /dev/ttyUSB0 --seconds 60"),
         formatter_class=HelpFormatter,
     )
-    device_option(p, "serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
+    device_option(p, "serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://..., labgrid:PLACE)")
+    add_coordinator_option(p)
     p.add_argument("--board", default=None, help="board name from boards/ (shown in the header)")
     p.add_argument("--count", type=int, default=None, help="stop after this many events")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")

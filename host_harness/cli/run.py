@@ -19,6 +19,7 @@ from host_harness.cli.help import HelpFormatter, device_option, example
 from host_harness.core import budgets
 from host_harness.core.results import JourneyRun
 from host_harness.dut.device import Device, open_device
+from host_harness.dut.labgrid_place import add_coordinator_option, serial_note
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
@@ -35,10 +36,11 @@ from host_harness.report import write as report
 def add_common_options(p: argparse.ArgumentParser) -> None:
     device_option(
         p,
-        "'unix' (default: spawn the Unix port) or the device's serial port (/dev/ttyUSB0, rfc2217://...)",
+        "'unix' (default: spawn the Unix port) or the device's serial port (/dev/ttyUSB0, rfc2217://, labgrid:PLACE)",
         required=False,
         default="unix",
     )
+    add_coordinator_option(p)
     p.add_argument(
         "--board", default=None, help="board name from boards/ (default: unix, or esp32-devkitc for a serial URL)"
     )
@@ -233,6 +235,9 @@ def _measure_on_device(
             )
             for w in budgets.assumption_warnings(checked.budget, info):
                 print(w)
+            note = serial_note(args.device)
+            if note and "serial" in kinds:
+                print(f"note: {note}")
             if "button" in kinds and not dev.board.get("button"):
                 kinds.remove("button")
             meta["device"] = f"{args.device} ({info.get('platform')}), id {dev.device_id}"
@@ -276,6 +281,8 @@ def _write_files(
     verdicts: list[budgets.Verdict],
 ) -> None:
     meta["budget"] = budget.source
+    if serial_note(args.device) and any(r.kind == "serial" for r in runs):
+        meta["serial_path"] = serial_note(args.device)
     if args.json:
         import json
 

@@ -8,13 +8,14 @@ import sys
 from dataclasses import dataclass
 
 from host_harness import children
+from host_harness.dut.labgrid_place import resolve
 from host_harness.image.ports import DeployError
 
 
 # -- mpremote ----------------------------------------------------------------
 def mpremote(port: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """``mpremote connect PORT resume ARGS``: no soft reset, so the Unix port works too."""
-    cmd = [sys.executable, "-m", "mpremote", "connect", port, "resume", *args]
+    cmd = [sys.executable, "-m", "mpremote", "connect", resolve(port), "resume", *args]
     try:
         return children.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:

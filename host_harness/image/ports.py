@@ -11,6 +11,8 @@ from pathlib import Path
 
 import serial
 
+from host_harness.dut.labgrid_place import is_place, resolve
+
 
 class DeployError(RuntimeError):
     """Deploying failed; the message says what to do about it."""
@@ -18,7 +20,7 @@ class DeployError(RuntimeError):
 
 # -- serial port checks ------------------------------------------------------
 def is_url(port: str) -> bool:
-    return "://" in port
+    return "://" in port or is_place(port)
 
 
 def known_ports() -> list[str]:
@@ -106,7 +108,7 @@ def check_port_free(port: str) -> None:
 def probe_repl(port: str, timeout: float = 5.0, baudrate: int = 115200) -> None:
     """Stop whatever runs (Ctrl-C) and wait for a MicroPython REPL prompt."""
     try:
-        s = serial.serial_for_url(port, baudrate=baudrate, timeout=0.1)
+        s = serial.serial_for_url(resolve(port), baudrate=baudrate, timeout=0.1)
     except (serial.SerialException, ValueError, OSError) as e:
         raise DeployError(f"cannot open serial port {port}: {e}") from e
     got = bytearray()

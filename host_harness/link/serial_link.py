@@ -26,7 +26,9 @@ from typing import Any
 import serial
 
 from host_harness.core.events import Event, EventLog
+from host_harness.dut.labgrid_place import resolve
 from host_harness.link.credit import CreditWindow
+from host_harness.link.quickack import quick_acks
 
 MAX_LINE = 4096
 REOPEN_TIMEOUT = 10.0  # seconds a vanished port is waited for
@@ -61,7 +63,9 @@ class SerialLink:
         self, url: str, baudrate: int = 115200, name: str = "serial", reopen_timeout: float = REOPEN_TIMEOUT
     ) -> None:
         self.baudrate = baudrate
+        url = resolve(url)  # labgrid:PLACE -> the place's RFC 2217 URL, found anew at each open
         self.port = _open(url, baudrate)
+        quick_acks(self.port)  # RFC 2217: no 40 ms delayed ACKs against a ser2net without nodelay
         self._init_state(url, name)
         # A port path (not a URL) that vanishes is waited for and reopened; 0 turns that off.
         self.reopen_timeout = reopen_timeout if "://" not in url else 0.0
