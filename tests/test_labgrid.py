@@ -150,7 +150,8 @@ def test_the_pytest_plugin_takes_a_labgrid_place(lab: Lab, broker: RunningBroker
     )
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), "--rootdir", str(tmp_path),
-         "--device", f"labgrid:{PLACE}", *lab.lg, "--board", "unix", "--broker", broker.info.url],
+         "--lightctl-device", f"labgrid:{PLACE}", "--lightctl-lg-coordinator", lab.lab.address,
+         "--lightctl-board", "unix", "--lightctl-broker", broker.info.url],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=ENV, cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
