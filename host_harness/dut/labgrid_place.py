@@ -36,6 +36,11 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+# The harness starts children (mpremote, devices) with a preexec_fn, so with fork();
+# while the client's gRPC stream runs, gRPC's fork support crashes ~1 child in 10
+# (SIGSEGV). gRPC reads this when it is first imported: set here, before labgrid is.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 PREFIX = "labgrid:"
 ENV_COORDINATOR = "LG_COORDINATOR"
 # A pty behind ser2net has no modem lines: ser2net does not acknowledge DTR/RTS
