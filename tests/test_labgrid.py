@@ -135,11 +135,17 @@ def test_deploy_run_and_monitor_through_a_labgrid_place(lab: Lab, broker: Runnin
     assert lab.owner() is None, "monitor left the place acquired"
 
 
-def test_the_pytest_plugin_takes_a_labgrid_place(lab: Lab, broker: RunningBroker, tmp_path: Path) -> None:
+def deployed(lab: Lab, broker: RunningBroker, tmp_path: Path) -> dict[str, Any]:
+    """The board's config, deploying the firmware first unless an earlier test (same worker) did."""
     on_board = lab.board.workdir / "config.json"
     cfg = json.loads(on_board.read_text()) if on_board.exists() else {}
-    if cfg.get("mqtt", {}).get("port") != broker.info.port:  # not deployed by the test before
+    if cfg.get("mqtt", {}).get("port") != broker.info.port:
         cfg = deploy_through_the_place(lab, broker, tmp_path)
+    return cfg
+
+
+def test_the_pytest_plugin_takes_a_labgrid_place(lab: Lab, broker: RunningBroker, tmp_path: Path) -> None:
+    cfg = deployed(lab, broker, tmp_path)
     suite = tmp_path / "test_on_the_place.py"
     suite.write_text(
         "def test_journeys(journey, device):\n"
@@ -159,22 +165,26 @@ def test_the_pytest_plugin_takes_a_labgrid_place(lab: Lab, broker: RunningBroker
     assert lab.owner() is None, "pytest left the place acquired"
 
 
-def test_exporter_restart_mid_session_moves_the_port_and_the_harness_finds_it(lab: Lab) -> None:
+def test_exporter_restart_mid_session_moves_the_port_and_the_harness_finds_it(
+    lab: Lab, broker: RunningBroker, tmp_path: Path
+) -> None:
+    deployed(lab, broker, tmp_path)
     spec = f"labgrid:{PLACE}"
     bdef = boards.load("unix")
-    dev = Device(SerialLink(spec, name="labgrid"), bdef)
-    first = dev.link.url
     try:
-        assert first.startswith("rfc2217://127.0.0.1:") and first.endswith(labgrid_place.URL_OPTIONS)
-        assert lab.owner() is not None
-        assert Journeys(dev).via_serial("ON", 41).brightness == 41
-        lab.lab.stop_exporter()  # mid-session: the place stays acquired, its ser2net goes
-        assert lab.lab.live_ser2net() == [], "the stopped exporter left its ser2net running"
-        with pytest.raises(WaitTimeout, match="closed"):
-            dev.log.wait_for(lambda e: False, 10.0, "the serial link to drop with the exporter's ser2net")
-    finally:
-        dev.close()
-    try:
+        dev = Device(SerialLink(spec, name="labgrid"), bdef)
+        first = dev.link.url
+        try:
+            assert first.startswith("rfc2217://127.0.0.1:") and first.endswith(labgrid_place.URL_OPTIONS)
+            assert lab.owner() is not None
+            dev.wait_boot(10)
+            assert Journeys(dev).via_serial("ON", 41).brightness == 41
+            lab.lab.stop_exporter()  # mid-session: the place stays acquired, its ser2net goes
+            assert lab.lab.live_ser2net() == [], "the stopped exporter left its ser2net running"
+            with pytest.raises(WaitTimeout, match="closed"):
+                dev.log.wait_for(lambda e: False, 10.0, "the serial link to drop with the exporter's ser2net")
+        finally:
+            dev.close()
         # the exporter is away: the place is still ours, its port is not there
         with pytest.raises(labgrid_place.LabgridError, match="not available: its exporter is offline"):
             labgrid_place.resolve(spec)
@@ -195,6 +205,8 @@ def test_exporter_restart_mid_session_moves_the_port_and_the_harness_finds_it(la
             dev.close()
     finally:
         labgrid_place.release(PLACE)
+        if lab.lab.exporter is None:  # failed while it was away: the next tests need it
+            lab.lab.start_exporter()
     assert lab.owner() is None
 
 
