@@ -8,6 +8,7 @@ flows, and on MQTT journeys of a Unix-port device behind the link.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -30,7 +31,7 @@ from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop
 from host_harness.netfault import attach
-from host_harness.netfault.links import Link, LinkError, sweep_stale, unavailable_reason
+from host_harness.netfault.links import OWNERS, Link, LinkError, sweep_stale, unavailable_reason
 from host_harness.netfault.probe import ping_rtts, quantile
 from host_harness.netfault.profiles import PROFILES, Profile
 from host_harness.netfault.tundelay import Quantiles
@@ -386,8 +387,24 @@ def test_run_and_the_plugin_take_a_link_profile(tmp_path: pathlib.Path) -> None:
         cwd=HERE.parent,
     )
     assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout[-2000:]
-    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "lc-dev-" not in names and "lc-mid-" not in names, names
+    assert _links_of_dead_owners() == [], "a finished run left its link behind"
+
+
+def _links_of_dead_owners() -> list[str]:
+    """Link namespaces whose owner process is gone (other tests may hold live links meanwhile)."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    left = []
+    for ns in names:
+        if not ns.startswith(("lc-dev-", "lc-mid-")):
+            continue
+        rec = OWNERS / ns.split("-", 2)[2]
+        try:
+            os.kill(int(rec.read_text().strip()), 0)
+        except PermissionError:
+            continue  # alive, someone else's
+        except (OSError, ValueError):
+            left.append(ns)  # no record, or its owner is gone
+    return left
 
 
 OWNER = r"""
