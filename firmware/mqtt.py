@@ -30,6 +30,7 @@ _TCP_QUICKACK = const(12)  # Linux only: send a delayed ACK now
 # Packets parsed here (mqtt_proto.py builds them)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
+_SUBACK = const(0x90)
 _DUP = const(0x08)  # PUBLISH flag: sent again
 _KA_PING = const(1)  # what mqtt_proto.keepalive() returns
 _KA_DEAD = const(2)
@@ -65,6 +66,7 @@ class MQTTClient:
         self.will = will
         self.subs = subs
         self.connected = False  # True while up; None once the keepalive declared it dead
+        self._subs_due = 0  # SUBACKs still to come before "connected" is said
         self.t_packet = 0  # device ticks when the last packet's header arrived
         self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
         self._owed = []  # packet ids of PUBACKs held back (see _on_publish)
@@ -233,6 +235,15 @@ class MQTTClient:
 
             else:
                 await self._fill(n)  # dropped
+                if kind == _SUBACK and self._subs_due:
+                    # The broker answers in order: with the last SUBACK every
+                    # subscription is in place, and a command sent now arrives.
+                    self._subs_due -= 1
+                    if not self._subs_due:
+                        self._up()
+
+    def _up(self):
+        self.link.on_status("connected", "%s:%d" % (self.host, self.port))
 
     async def _pay(self, n=0):
         # Send the n oldest held-back PUBACKs (all: 0), in order, in one
@@ -389,8 +400,11 @@ class MQTTClient:
                 if self._inflight:
                     await self._resend(0)  # unacknowledged before the link dropped
                 await self.link.on_connect()
-                # Up, subscribed, and the state, availability... published.
-                self.link.on_status("connected", "%s:%d" % (self.host, self.port))
+                # Up, the state, availability... published; "connected" is
+                # said once the broker has acknowledged every subscription.
+                self._subs_due = len(self.subs)
+                if not self._subs_due:
+                    self._up()
                 self._reader_task = asyncio.create_task(self._reader())
                 t = asyncio.create_task(self._pinger())
                 try:

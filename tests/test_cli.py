@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -165,32 +167,36 @@ def test_sim_runs_until_ctrl_c() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert p.stdout is not None
+    out: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [out.put(line) for line in p.stdout or ()], daemon=True)
+    reader.start()
     lines: list[str] = []
-    deadline = time.monotonic() + 60
+
+    def read_until(what: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while not lines or what not in lines[-1]:
+            try:
+                lines.append(out.get(timeout=max(deadline - time.monotonic(), 0)))
+            except queue.Empty:
+                msg = f"timed out after {timeout:g} s waiting for {what!r} from sim:\n" + "".join(lines)
+                raise AssertionError(msg) from None
+        return "".join(lines)
+
     try:
-        while time.monotonic() < deadline:
-            line = p.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C to stop" in line:
-                break
-        text = "".join(lines)
+        text = read_until("Ctrl-C to stop")
         assert "mosquitto_pub" in text and "lightctl/sim-test/set" in text, text
         # do what the printed hint says, and see the device's answer follow before stopping it
         m = re.search(r"mosquitto_pub -h (\S+) -p (\d+) -t (\S+) -m '(.*)'", text)
         assert m is not None, text
         publish.single(m[3], m[4], qos=1, hostname=m[1], port=int(m[2]))
-        while time.monotonic() < deadline:
-            line = p.stdout.readline()
-            lines.append(line)
-            if not line or "try-1" in line:
-                break
-        assert "try-1" in lines[-1], "no device event for the published try-1 command:\n" + "".join(lines)
+        read_until("try-1", timeout=20)
         os.kill(p.pid, signal.SIGINT)
-        rest, _ = p.communicate(timeout=20)
-        assert p.returncode == 0, text + rest
-        assert "stopping" in rest
+        p.wait(timeout=20)
+        reader.join(timeout=5)  # the pipe closed with the process: every line is in the queue
+        while not out.empty():
+            lines.append(out.get())
+        assert p.returncode == 0, "".join(lines)
+        assert "stopping" in "".join(lines)
     finally:
         if p.poll() is None:
             p.kill()
