@@ -122,12 +122,12 @@ def measure(
         runs.append(run)
         try:
             if open_loop:
-                open_loop_mqtt(js, args.rate, n, clock, args.seed, bar, into=run)
+                open_loop_mqtt(js, args.rate, n, clock, seed=args.seed, progress=bar, into=run)
             elif kind == "mqtt" and taps is not None and cost is not None:
-                baseline = alternate(js, taps, n, clock, args.seed, bar, into=run)
+                baseline = alternate(js, taps, n, clock, seed=args.seed, progress=bar, into=run)
                 cost.with_ms, cost.without_ms = [j.e2e_ms for j in run.journeys], [j.e2e_ms for j in baseline.journeys]
             else:
-                closed_loop(js, kind, n, clock, args.seed, bar, into=run)
+                closed_loop(js, kind, n, clock, seed=args.seed, progress=bar, into=run)
         finally:
             bar.close()
     print(f"clock after the run: {clock.describe()}")
