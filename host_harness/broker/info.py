@@ -101,15 +101,15 @@ class BrokerInfo:
         tls: bool = False,
     ) -> BrokerInfo:
         """Info for a broker started by the harness (anonymous plain TCP unless told)."""
-        return cls(
-            kind=kind,
-            host=host,
-            port=port,
-            username=username,
-            password=password,
-            tls=tls,
-            url=_build_url("mqtts" if tls else "mqtt", host, port, username, password, redact=False),
-        )
+        return cls.with_url(kind, host, port, username, password, tls)
+
+    @classmethod
+    def with_url(
+        cls, kind: str, host: str, port: int, username: str | None, password: str | None, tls: bool
+    ) -> BrokerInfo:
+        """Info whose ``url`` is built from the rest."""
+        url = _build_url("mqtts" if tls else "mqtt", host, port, username, password, redact=False)
+        return cls(kind, host, port, username, password, tls, url)
 
 
 def parse_broker_url(url: str) -> BrokerInfo:
@@ -160,12 +160,4 @@ def parse_broker_url(url: str) -> BrokerInfo:
     password = None if parts.password is None else unquote(parts.password)
     if password is not None and not username:
         raise ValueError(f"broker URL {shown!r} has a password but no user name")
-    return BrokerInfo(
-        kind=KIND_EXTERNAL,
-        host=host,
-        port=port,
-        username=username,
-        password=password,
-        tls=scheme == "mqtts",
-        url=_build_url(scheme, host, port, username, password, redact=False),
-    )
+    return BrokerInfo.with_url(KIND_EXTERNAL, host, port, username, password, tls=scheme == "mqtts")

@@ -5,28 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from host_harness.cli.help import HelpFormatter, device_option, example
+from host_harness.cli.help import device_option, picked, subcommand
 from host_harness.dut.labgrid_place import add_coordinator_option
 
 
 def _flash(args: argparse.Namespace) -> int:
+    """write a MicroPython image to an ESP32 board with esptool
+
+    Write a MicroPython image to an ESP32 board with esptool (the board's chip is checked
+    against the image's); then deploy the firmware with `deploy`."""
     from host_harness.image.flash import flash
 
-    flash(
-        args.device,
-        args.firmware,
-        chip=args.chip,
-        erase=args.erase,
-        baud=args.baud,
-        addr=args.addr,
-        connect_attempts=args.connect_attempts,
-        timeout=args.timeout,
-    )
+    flash(args.device, args.firmware, **picked(args, "chip", "erase", "baud", "addr", "connect_attempts", "timeout"))
     print(f"flashed; next: lightctl deploy --device {args.device} --board BOARD --config CONFIG.json")
     return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    """copy the firmware, board and config to a board (only what changed), reset
+
+    Copy the firmware (precompiled with mpy-cross), the board definition and a device config
+    to a board running MicroPython, only the files that changed, then reset it and wait for it to boot."""
     from host_harness.image.deploy import deploy, load_config
 
     config = load_config(args.config) if args.config else None
@@ -45,19 +44,18 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    """print a device's event stream, one readable line per event
+
+    Print a device's event stream, one readable line per event, with the device's own
+    durations (command received -> pin written -> report sent); console noise is shown dimmed."""
     from host_harness.cli import monitor
 
     return monitor.run(args)
 
 
 def add_flash_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "flash",
-        help="write a MicroPython image to an ESP32 board with esptool",
-        description="Write a MicroPython image to an ESP32 board with esptool (the board's chip is checked "
-        "against the image's); then deploy the firmware with `deploy`.",
-        epilog=example("lightctl flash --device /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.24.1.bin --erase"),
-        formatter_class=HelpFormatter,
+    p = subcommand(
+        sub, "flash", _flash, "lightctl flash --device /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.24.1.bin --erase"
     )
     device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port)")
     p.add_argument("--firmware", required=True, metavar="FILE.bin", help="MicroPython image for the board's chip")
@@ -69,17 +67,11 @@ def add_flash_parser(sub: Any) -> None:
         "--connect-attempts", type=int, default=7, help="esptool attempts to reach the bootloader (default 7)"
     )
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
-    p.set_defaults(func=_flash)
 
 
 def add_deploy_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "deploy",
-        help="copy the firmware, board and config to a board (only what changed), reset",
-        description="Copy the firmware (precompiled with mpy-cross), the board definition and a device config "
-        "to a board running MicroPython, only the files that changed, then reset it and wait for it to boot.",
-        epilog=example("lightctl deploy --device /dev/ttyUSB0 --board esp32-devkitc --config device.json"),
-        formatter_class=HelpFormatter,
+    p = subcommand(
+        sub, "deploy", _deploy, "lightctl deploy --device /dev/ttyUSB0 --board esp32-devkitc --config device.json"
     )
     device_option(p, "serial port of the board (/dev/ttyUSB0, rfc2217://host:port, labgrid:PLACE)")
     add_coordinator_option(p)
@@ -90,18 +82,10 @@ def add_deploy_parser(sub: Any) -> None:
     p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
     p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the firmware after reset")
     p.add_argument("--repl-timeout", type=float, default=5.0, help="seconds to wait for the REPL prompt")
-    p.set_defaults(func=_deploy)
 
 
 def add_monitor_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "monitor",
-        help="print a device's event stream, one readable line per event",
-        description="Print a device's event stream, one readable line per event, with the device's own "
-        "durations (command received -> pin written -> report sent); console noise is shown dimmed.",
-        epilog=example("lightctl monitor --device /dev/ttyUSB0 --seconds 60"),
-        formatter_class=HelpFormatter,
-    )
+    p = subcommand(sub, "monitor", _monitor, "lightctl monitor --device /dev/ttyUSB0 --seconds 60")
     device_option(p, "serial port of the device (/dev/ttyUSB0, /dev/pts/N, rfc2217://..., labgrid:PLACE)")
     add_coordinator_option(p)
     p.add_argument("--board", default=None, help="board name from boards/ (shown in the header)")
@@ -110,7 +94,6 @@ def add_monitor_parser(sub: Any) -> None:
     p.add_argument("--info-timeout", type=float, default=3.0, help="seconds to wait for the device's info first")
     p.add_argument("--raw", action="store_true", help="print each event's JSON after its time")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="dim console noise")
-    p.set_defaults(func=_monitor)
 
 
 def add_parser(sub: Any) -> None:

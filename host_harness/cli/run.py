@@ -15,7 +15,7 @@ from host_harness.broker.mosquitto import find_mosquitto
 from host_harness.broker.running import ExternalBroker
 from host_harness.broker.start import start_broker
 from host_harness.cli import signals, validate
-from host_harness.cli.help import HelpFormatter, device_option, example
+from host_harness.cli.help import device_option, subcommand
 from host_harness.core import budgets
 from host_harness.core.results import JourneyRun
 from host_harness.dut.device import Device, open_device
@@ -122,12 +122,12 @@ def measure(
         runs.append(run)
         try:
             if open_loop:
-                open_loop_mqtt(js, args.rate, n, clock, args.seed, bar, into=run)
+                open_loop_mqtt(js, args.rate, n, clock, seed=args.seed, progress=bar, into=run)
             elif kind == "mqtt" and taps is not None and cost is not None:
-                baseline = alternate(js, taps, n, clock, args.seed, bar, into=run)
+                baseline = alternate(js, taps, n, clock, seed=args.seed, progress=bar, into=run)
                 cost.with_ms, cost.without_ms = [j.e2e_ms for j in run.journeys], [j.e2e_ms for j in baseline.journeys]
             else:
-                closed_loop(js, kind, n, clock, args.seed, bar, into=run)
+                closed_loop(js, kind, n, clock, seed=args.seed, progress=bar, into=run)
         finally:
             bar.close()
     print(f"clock after the run: {clock.describe()}")
@@ -142,6 +142,11 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> int:
+    """measure light journeys against the latency budget
+
+    Measure light journeys (a command over MQTT or serial, or a button press, until the device
+    confirms it) on a Unix-port device or a real board, split each into hops, and check them against
+    the board's latency budget. Ctrl-C prints what was measured so far."""
     checked = validate.run_options(args)  # every option, file and key, before anything starts
     bdef, budget = checked.board, checked.budget
     if args.devices is not None:  # a room of lights: cli/devices.py
@@ -312,17 +317,12 @@ def _write_files(
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
+    p = subcommand(
+        sub,
         "run",
-        help="measure light journeys against the latency budget",
-        description="Measure light journeys (a command over MQTT or serial, or a button press, until the "
-        "device confirms it) on a Unix-port device or a real board, split each into hops, and check them "
-        "against the board's latency budget. Ctrl-C prints what was measured so far.",
-        epilog=example(
-            "lightctl run --count 100                       # Unix-port device, mosquitto started for it",
-            "lightctl run --device /dev/ttyUSB0 --board esp32-devkitc --broker mqtt://192.168.1.10",
-        ),
-        formatter_class=HelpFormatter,
+        run,
+        "lightctl run --count 100                       # Unix-port device, mosquitto started for it",
+        "lightctl run --device /dev/ttyUSB0 --board esp32-devkitc --broker mqtt://192.168.1.10",
     )
     add_common_options(p)
     p.add_argument("--journeys", default="mqtt,serial,button", help="kinds to run (default mqtt,serial,button)")
@@ -358,4 +358,3 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write every journey's raw timings here")
     p.add_argument("--report", default=None, metavar="DIR", help="write JSON, HdrHistogram logs, plots and HTML")
-    p.set_defaults(func=run)

@@ -10,13 +10,17 @@ from typing import Any
 
 from host_harness.broker.start import start_broker
 from host_harness.cli import validate
-from host_harness.cli.help import HelpFormatter, example
+from host_harness.cli.help import subcommand
 from host_harness.cli.run import add_common_options, board_for, tls_options
 from host_harness.core.events import Event
 from host_harness.dut.device import open_device
 
 
 def run(args: argparse.Namespace) -> int:
+    """run a Unix-port device on a broker for poking with any MQTT client
+
+    Run the firmware on the MicroPython Unix port, connected to a broker (mosquitto started for it
+    by default), and print its events until Ctrl-C; poke it with mosquitto_pub or any MQTT client."""
     validate.sim_options(args)  # every option and file, before anything starts
     with start_broker(args.broker) as broker:
         extra, heap = tls_options(args, broker.info)
@@ -52,14 +56,6 @@ def _line(ev: Event) -> str:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "sim",
-        help="run a Unix-port device on a broker for poking with any MQTT client",
-        description="Run the firmware on the MicroPython Unix port, connected to a broker (mosquitto started "
-        "for it by default), and print its events until Ctrl-C; poke it with mosquitto_pub or any MQTT client.",
-        epilog=example("lightctl sim --broker mqtt://127.0.0.1:1883 --device-id light-1"),
-        formatter_class=HelpFormatter,
-    )
+    p = subcommand(sub, "sim", run, "lightctl sim --broker mqtt://127.0.0.1:1883 --device-id light-1")
     add_common_options(p)
     p.add_argument("--device-id", default="light-1", help="device id (topic lightctl/<id>/...)")
-    p.set_defaults(func=run)

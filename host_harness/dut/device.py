@@ -233,32 +233,29 @@ def open_device(
         cfg = unix_config(bdef, broker, device_id, keepalive=keepalive or DEFAULT_KEEPALIVE, extra=config)
         unix = UnixDevice(cfg, micropython, heapsize or DEFAULT_HEAPSIZE, precompile, workdir=workdir, prefix=prefix)
         try:
-            port = unix.start()
-            dev = Device(SerialLink(port, name="unix device"), bdef, unix)
-            if on_link is not None:
-                on_link(dev.link)
-            dev.wait_boot()
+            dev = Device(SerialLink(unix.start(), name="unix device"), bdef, unix)
         except BaseException:
             unix.cleanup()
             raise
-        return dev
-    refused = unhonoured_options(
-        broker=broker,
-        micropython=micropython,
-        heapsize=heapsize,
-        device_id=device_id,
-        keepalive=keepalive,
-        config=config,
-        workdir=workdir,
-        prefix=prefix,
-        precompile=None if precompile else False,
-    )
-    if refused:
-        raise ValueError(
-            f"device {spec}: cannot honour {', '.join(refused)}: a device on a serial port runs the firmware, "
-            "board and config deployed to it (lightctl deploy); only the Unix port (spec 'unix') is configured per run"
+    else:
+        refused = unhonoured_options(
+            broker=broker,
+            micropython=micropython,
+            heapsize=heapsize,
+            device_id=device_id,
+            keepalive=keepalive,
+            config=config,
+            workdir=workdir,
+            prefix=prefix,
+            precompile=None if precompile else False,
         )
-    dev = Device(SerialLink(spec), bdef)
+        if refused:
+            raise ValueError(
+                f"device {spec}: cannot honour {', '.join(refused)}: a device on a serial port runs the firmware, "
+                "board and config deployed to it (lightctl deploy); "
+                "only the Unix port (spec 'unix') is configured per run"
+            )
+        dev = Device(SerialLink(spec), bdef)
     try:
         if on_link is not None:
             on_link(dev.link)

@@ -30,6 +30,21 @@ DEFAULT_MICROPYTHON = "micropython"
 DEFAULT_HEAPSIZE = "80k"
 
 
+def spawn_on_pty(
+    master: int,
+    micropython: str,
+    heapsize: str | None,
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    prefix: list[str] | None = None,
+) -> subprocess.Popen[Any]:
+    """The Unix port in its own session, run with ``args`` then left at its REPL (``-i``),
+    the pty ``master`` its console; under ``prefix`` (e.g. ``ip netns exec NS``) when given."""
+    cmd = [*(prefix or []), micropython, *(["-X", f"heapsize={heapsize}"] if heapsize else []), "-i", *args]
+    return children.spawn(cmd, stdin=master, stdout=master, stderr=master, cwd=cwd, env=env, start_new_session=True)
+
+
 def find_micropython(path: str | None = None) -> str:
     """The Unix-port interpreter: ``path`` if given, else the installed package's, else PATH."""
     if path:
@@ -106,22 +121,10 @@ class UnixDevice:
         master, slave = pty.openpty()
         tty.setraw(slave)  # no echo, no line editing: a plain serial line
         self.port = os.ttyname(slave)
-        cmd = [*self.prefix, self.micropython]
-        if self.heapsize:
-            cmd += ["-X", f"heapsize={self.heapsize}"]
-        cmd += ["-i", str(self.firmware_dir / "main.py")]
         env = dict(os.environ, LIGHTCTL_CONFIG=str(self.config_path))
+        main = [str(self.firmware_dir / "main.py")]
         try:
-            self.proc = children.spawn(
-                cmd,
-                stdin=master,
-                stdout=master,
-                stderr=master,
-                env=env,
-                close_fds=True,
-                start_new_session=True,
-                cwd=self.workdir,
-            )
+            self.proc = spawn_on_pty(master, self.micropython, self.heapsize, main, self.workdir, env, self.prefix)
         finally:
             os.close(master)
         # Holding a slave fd keeps the pty from hanging up between openers.

@@ -23,8 +23,7 @@ import threading
 import tty
 from pathlib import Path
 
-from host_harness import children
-from host_harness.dut.unix_device import find_micropython
+from host_harness.dut.unix_device import find_micropython, spawn_on_pty
 
 
 # -- a Unix-port "board" -----------------------------------------------------
@@ -99,22 +98,9 @@ class VirtualBoard:
             raise failed[0]
 
     def _spawn(self) -> None:
-        cmd = [self.micropython]
-        if self.heapsize:
-            cmd += ["-X", f"heapsize={self.heapsize}"]
-        cmd += ["-i"]
-        if (self.workdir / "main.py").exists():
-            cmd.append("main.py")
+        main = ["main.py"] if (self.workdir / "main.py").exists() else []
         env = {k: v for k, v in os.environ.items() if k != "LIGHTCTL_CONFIG"}
-        self.proc = children.spawn(
-            cmd,
-            stdin=self._master,
-            stdout=self._master,
-            stderr=self._master,
-            cwd=self.workdir,
-            env=env,
-            start_new_session=True,
-        )
+        self.proc = spawn_on_pty(self._master, self.micropython, self.heapsize, main, self.workdir, env)
         with self._booted:
             self.boots += 1
             self._booted.notify_all()

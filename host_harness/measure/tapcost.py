@@ -52,6 +52,7 @@ def alternate(
     taps: Taps,
     count: int,
     clock: ClockMap,
+    *,
     seed: int = 1,
     progress: Progress | None = None,
     into: JourneyRun | None = None,
@@ -68,10 +69,10 @@ def alternate(
             break
         if tapped:
             taps.on(js.device.base)
-            closed_loop(js, "mqtt", n, clock, seed + block, progress, into=run)
+            closed_loop(js, "mqtt", n, clock, seed=seed + block, progress=progress, into=run)
             done += n
         else:
             taps.off()
-            closed_loop(js, "mqtt", n, clock, seed + block, None, into=baseline)
+            closed_loop(js, "mqtt", n, clock, seed=seed + block, into=baseline)
     taps.on(js.device.base)
     return baseline

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -151,30 +151,22 @@ def sweep_stale() -> list[str]:
 
 @dataclass
 class Addresses:
+    """Subnet ``10.231.k.0/24``: the broker side's /30 (.1 root, .2 middle) and
+    the device side's /30 (.5 middle, .6 device)."""
+
     k: int
+    broker: str = field(init=False)
+    mid_root: str = field(init=False)
+    mid_dev: str = field(init=False)
+    device: str = field(init=False)
+    device_net: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.broker, self.mid_root, self.mid_dev, self.device = (self.ip(last) for last in (1, 2, 5, 6))
+        self.device_net = str(ipaddress.ip_network(f"{self.ip(4)}/30"))
 
     def ip(self, last: int) -> str:
         return f"10.231.{self.k}.{last}"
-
-    @property
-    def broker(self) -> str:
-        return self.ip(1)
-
-    @property
-    def mid_root(self) -> str:
-        return self.ip(2)
-
-    @property
-    def mid_dev(self) -> str:
-        return self.ip(5)
-
-    @property
-    def device(self) -> str:
-        return self.ip(6)
-
-    @property
-    def device_net(self) -> str:
-        return str(ipaddress.ip_network(f"{self.ip(4)}/30"))
 
 
 class Link:

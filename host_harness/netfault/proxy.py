@@ -49,7 +49,7 @@ from typing import Any, Self
 from host_harness.broker.info import BrokerInfo
 from host_harness.core.events import WaitTimeout
 from host_harness.netfault.pipe import Link, Pipe, close_socket, set_nodelay
-from host_harness.netfault.settings import Direction, DropRule, PacketMatch, ProxyStats, Which
+from host_harness.netfault.settings import Direction, DropRule, Locked, PacketMatch, ProxyStats, Which, flag
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +238,7 @@ class FaultProxy:
         """Drop the next ``count`` client -> broker MQTT packets that ``match``."""
         return self.up.drop_next(match, count)
 
-    @property
-    def refuse(self) -> bool:
-        """While true, new connections are accepted and reset at once."""
-        with self._lock:
-            return self._refuse
-
-    @refuse.setter
-    def refuse(self, on: bool) -> None:
-        with self._lock:
-            self._refuse = bool(on)
+    refuse = Locked(flag, doc="While true, new connections are accepted and reset at once.")
 
     def cut(self, refuse: bool | None = None) -> int:
         """Reset (RST) every current connection on both sides; returns how many.

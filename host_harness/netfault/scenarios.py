@@ -70,21 +70,16 @@ class ScenarioResult:
     def lost(self) -> int:
         return sum(1 for o in self.outcomes if self.applied[o.cmd_id] == 0 or not o.confirmed)
 
+    def counts(self) -> dict[str, Any]:
+        """The name and counts, in table order (``HEADERS``, before recovery)."""
+        return {k: getattr(self, k) for k in ("name", "sent", "attempts", "applied_once", "duplicated", "lost")}
+
     def row(self) -> list[object]:
         rec = "-" if self.recovery_s is None else f"{self.recovery_s:.2f}"
-        return [self.name, self.sent, self.attempts, self.applied_once, self.duplicated, self.lost, rec]
+        return [*self.counts().values(), rec]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "sent": self.sent,
-            "attempts": self.attempts,
-            "applied_once": self.applied_once,
-            "duplicated": self.duplicated,
-            "lost": self.lost,
-            "recovery_s": self.recovery_s,
-            "notes": self.notes,
-        }
+        return {**self.counts(), "recovery_s": self.recovery_s, "notes": self.notes}
 
 
 HEADERS = ["scenario", "commands", "publishes", "applied once", "duplicated", "lost", "recovery s"]
@@ -263,14 +258,9 @@ def partition(
             threading.Timer(seconds, heal).start()
 
     try:
+        sender, ids = ReliableSender(mq, dev.base, 2.0), IdMaker("part")
         res = run_commands(
-            f"partition {seconds:g} s, healed",
-            ReliableSender(mq, dev.base, 2.0),
-            [dev],
-            IdMaker("part"),
-            count,
-            during,
-            deadline_s=seconds + 30,
+            f"partition {seconds:g} s, healed", sender, [dev], ids, count, during, deadline_s=seconds + 30
         )
     finally:
         mq.close()
@@ -331,13 +321,8 @@ def slow_link(
     proxy.up.delay_s = proxy.down.delay_s = delay_s
     mq = HostMqtt(broker.info, "faults").connect()
     try:
-        res = run_commands(
-            f"slow link {delay_s * 1000:g} ms each way",
-            ReliableSender(mq, dev.base, 3.0),
-            [dev],
-            IdMaker("slow"),
-            count,
-        )
+        sender = ReliableSender(mq, dev.base, 3.0)
+        res = run_commands(f"slow link {delay_s * 1000:g} ms each way", sender, [dev], IdMaker("slow"), count)
     finally:
         mq.close()
         proxy.up.delay_s = proxy.down.delay_s = 0.0

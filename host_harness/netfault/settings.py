@@ -11,7 +11,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from host_harness.core.events import WaitTimeout
 
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 DirectionName = Literal["up", "down"]
 Which = Literal["up", "down", "both"]
 PacketMatch = Callable[[bytes], bool]
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------
 # Per-direction settings, rules and counters
@@ -72,6 +73,50 @@ class DirectionStats:
     packets_dropped: int = 0
 
 
+def seconds(what: str, value: float) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {value!r}")
+    return v
+
+
+def flag(what: str, value: object) -> bool:
+    return bool(value)
+
+
+class Locked(Generic[T]):
+    """An attribute stored as ``_<name>``, read and written under the owner's ``_lock``.
+
+    A value written goes through ``convert(name, value)`` first (which may refuse
+    it); with ``notify`` the owner's ``_changed()`` is called once it is written.
+    """
+
+    def __init__(self, convert: Callable[[str, Any], T], notify: bool = False, doc: str | None = None) -> None:
+        self.convert = convert
+        self.notify = notify
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.attr = name, f"_{name}"
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Locked[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | Locked[T]:
+        if obj is None:
+            return self
+        with obj._lock:  # type: ignore[attr-defined]
+            return getattr(obj, self.attr)
+
+    def __set__(self, obj: object, value: Any) -> None:
+        v = self.convert(self.name, value)
+        with obj._lock:  # type: ignore[attr-defined]
+            setattr(obj, self.attr, v)
+        if self.notify:
+            obj._changed()  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Settings:
     delay_s: float
@@ -96,55 +141,10 @@ class Direction:
         self._stats = DirectionStats()
 
     # -- settings -------------------------------------------------------------
-    @staticmethod
-    def _seconds(what: str, value: float) -> float:
-        v = float(value)
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"{what} must be a finite number of seconds >= 0, not {value!r}")
-        return v
-
-    @property
-    def delay_s(self) -> float:
-        with self._lock:
-            return self._delay_s
-
-    @delay_s.setter
-    def delay_s(self, value: float) -> None:
-        v = self._seconds("delay_s", value)
-        with self._lock:
-            self._delay_s = v
-
-    @property
-    def jitter_s(self) -> float:
-        with self._lock:
-            return self._jitter_s
-
-    @jitter_s.setter
-    def jitter_s(self, value: float) -> None:
-        v = self._seconds("jitter_s", value)
-        with self._lock:
-            self._jitter_s = v
-
-    @property
-    def blackhole(self) -> bool:
-        with self._lock:
-            return self._blackhole
-
-    @blackhole.setter
-    def blackhole(self, on: bool) -> None:
-        with self._lock:
-            self._blackhole = bool(on)
-
-    @property
-    def paused(self) -> bool:
-        with self._lock:
-            return self._paused
-
-    @paused.setter
-    def paused(self, on: bool) -> None:
-        with self._lock:
-            self._paused = bool(on)
-        self._changed()  # held bytes may go now
+    delay_s = Locked(seconds)
+    jitter_s = Locked(seconds)
+    blackhole = Locked(flag)
+    paused = Locked(flag, notify=True)  # held bytes may go now
 
     def drop_next(self, match: PacketMatch, count: int = 1) -> DropRule:
         """Drop the next ``count`` whole MQTT packets for which ``match(packet)`` is true."""
