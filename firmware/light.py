@@ -42,11 +42,15 @@ class Light:
         """The event body of an earlier command with this id, or None."""
         key = _key(cmd_id)
         r = self.seen
-        for off in range(0, _SEEN * _SLOT, _SLOT):
-            if r.find(key, off, off + 8) == off:
+        # The whole ring searched by one find (in C), not slot by slot: a
+        # match counts only where a slot starts.
+        off = r.find(key)
+        while off >= 0:
+            if off % _SLOT == 0:
                 seq, f, b, t_rx, t_pin = struct.unpack_from("<IBBqq", r, off + 8)
                 if seq:  # not a slot never written
                     return EVENT % (seq, cmd_id, SRCS[f >> 1], ON if f & 1 else OFF, b, t_rx, t_pin)
+            off = r.find(key, off + 1)
         return None
 
     def apply(self, cmd_id, src, state, brightness, t_rx, keep=False):

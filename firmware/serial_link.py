@@ -71,8 +71,14 @@ class Console:
         return i
 
     def write(self, s):
+        # One write per line: each write wakes the host's reader (on the Unix
+        # port, a system call on a pty); a line in two pieces wakes it twice.
+        try:
+            s += "\n"
+        except MemoryError:  # no room for the copy: the newline on its own
+            sys.stdout.write(s)
+            s = "\n"
         sys.stdout.write(s)
-        sys.stdout.write("\n")
 
 
 class SerialLink:
