@@ -202,6 +202,12 @@ class AmqttBroker(RunningBroker):
                     await broker.shutdown()
             except Exception:  # keep going: the loop must stop regardless
                 log.warning("amqtt broker shutdown failed; cancelling its tasks", exc_info=True)
+                # amqtt closes its listening sockets only after every session
+                # closed cleanly: close them here, or the port stays taken and
+                # a restart on it fails with "address already in use".
+                for server in getattr(broker, "_servers", {}).values():
+                    with contextlib.suppress(Exception):
+                        await server.close_instance()
         # Connection handlers, keep-alive timers etc. that shutdown() left behind.
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
