@@ -42,6 +42,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _run_outside(cwd: Path, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``cmd`` in ``cwd`` (no checkout there), with only the system's folders on PATH and no stdin."""
+    return subprocess.run(
+        list(cmd), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env(), stdin=subprocess.DEVNULL
+    )
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv with the wheel of this checkout installed (not editable)."""
@@ -73,18 +80,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_the_wheel_ships_firmware_and_boards(installed: Path, tmp_path: Path) -> None:
-    r = subprocess.run(
-        [
-            str(installed / "bin" / "python"),
-            "-c",
-            "from host_harness import paths; from host_harness.dut import boards; "
-            "print(paths.FIRMWARE_DIR); print(sorted(boards.names()))",
-        ],
-        capture_output=True,
-        text=True,
+    r = _run_outside(
+        tmp_path,
+        str(installed / "bin" / "python"),
+        "-c",
+        "from host_harness import paths; from host_harness.dut import boards; "
+        "print(paths.FIRMWARE_DIR); print(sorted(boards.names()))",
         timeout=60,
-        cwd=tmp_path,
-        env=_env(),
     )
     assert r.returncode == 0, r.stderr
     fw, names = r.stdout.splitlines()
@@ -93,14 +95,8 @@ def test_the_wheel_ships_firmware_and_boards(installed: Path, tmp_path: Path) ->
 
 
 def test_the_installed_main_job_runs_from_another_folder(installed: Path, tmp_path: Path) -> None:
-    r = subprocess.run(
-        [str(installed / "bin" / "lightctl"), "run", "--count", "5", "--button-count", "2", "--warmup", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
+    r = _run_outside(
+        tmp_path, str(installed / "bin" / "lightctl"), "run", "--count", "5", "--button-count", "2", "--warmup", "2"
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mqtt journeys (closed): 5 confirmed, 0 lost" in r.stdout, r.stdout
@@ -109,14 +105,7 @@ def test_the_installed_main_job_runs_from_another_folder(installed: Path, tmp_pa
 
 def test_the_installed_plugin_runs_a_teams_own_test(installed: Path, tmp_path: Path) -> None:
     (tmp_path / "test_team.py").write_text(TEAM_TEST)
-    r = subprocess.run(
-        [str(installed / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_team.py"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    r = _run_outside(tmp_path, str(installed / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                     "test_team.py")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 passed" in r.stdout
