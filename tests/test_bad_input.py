@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from host_harness.broker.running import RunningBroker, free_port
 from host_harness.cli.validate import PROBE_TIMEOUT
@@ -34,15 +35,7 @@ STARTED = ("broker:", "device:", "clock:")  # what run prints once it has starte
 
 
 def harness(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host_harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
-    )
+    return run_cli(*args, timeout=timeout, cwd=cwd)
 
 
 def refused(r: subprocess.CompletedProcess[str], *names: str) -> str:

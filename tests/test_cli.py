@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from hoptruth import SERIAL_SYNC_TARGET_US, check_hops_against_truth
 from paho.mqtt import publish
 
@@ -30,13 +31,7 @@ pytestmark = pytest.mark.needs_process  # the CLI spawns its own devices
 
 
 def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host_harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def test_run_measures_journeys_prints_a_table_and_writes_json(tmp_path: Path, broker: RunningBroker) -> None:

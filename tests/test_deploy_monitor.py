@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import ENV, run_cli
 
 from host_harness.broker.running import RunningBroker
 from host_harness.dut import boards
@@ -37,19 +38,10 @@ from host_harness.paths import BOARDS_DIR, FIRMWARE_DIR
 
 pytestmark = pytest.mark.needs_process  # spawns virtual boards and Unix-port devices
 
-ENV = dict(os.environ, PYTHONIOENCODING="utf-8")
 
 
 def harness(*args: str, timeout: float = 90, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host_harness", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env=env or ENV,
-    )
+    return run_cli(*args, timeout=timeout, env=env)
 
 
 @pytest.fixture

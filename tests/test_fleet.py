@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from host_harness.broker.running import RunningBroker
 from host_harness.core.events import Event, WaitTimeout
@@ -121,13 +121,7 @@ def test_every_device_in_closed_loop_at_once_on_one_client(devices: Fleet) -> No
 
 
 def _lightctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host_harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, timeout=180)
 
 
 @pytest.mark.unix_only

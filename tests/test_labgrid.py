@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import ENV, run_cli
 
 from host_harness.broker.running import RunningBroker
 from host_harness.core.events import WaitTimeout
@@ -48,19 +49,10 @@ pytestmark = [
 
 PLACE = "lightctl-bench"
 OTHER = "lightctl-spare"  # matches the same serial port: it cannot be acquired while PLACE holds it
-ENV = dict(os.environ, PYTHONIOENCODING="utf-8")
 
 
 def harness(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host_harness", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env=ENV,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 class Lab:
