@@ -175,7 +175,7 @@ class App:
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s,"rx_window":%d,"fw":"%s","wifi_pm":"%s"}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d,"rx_dropped":%s,"fw":"%s","wifi_pm":"%s"}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -190,6 +190,7 @@ class App:
                 self.mqtt_status(),
                 "true" if board.SIMULATED else "false",
                 self.serial.console.window,
+                _count(getattr(self.serial.console, "dropped", None)),
                 self.cfg.get("fw", ""),
                 config.wifi_pm(self.cfg),
             )
@@ -279,6 +280,12 @@ class App:
             self.mqtt.client.close()
         if self.wdt:
             board.watchdog_park(self.wdt)
+
+
+def _count(n):
+    # A count the board knows, or null: a board's UART driver does not count
+    # the console bytes it drops (the emulated console does).
+    return "null" if n is None else str(n)
 
 
 def main(path=None):

@@ -6,6 +6,8 @@ announces, and loses nothing; without the window, bytes are lost."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -97,3 +99,53 @@ def test_the_sender_waits_for_credit_and_names_what_it_waited_for() -> None:
     w.on_event({"ev": "pong", "id": "x"})
     w.send(b"q" * 30 + b"\n", sent.append)  # fits after the reply
     assert len(sent) == 3
+
+
+def test_a_line_whose_end_was_lost_is_completed_with_a_lone_line_end() -> None:
+    w = CreditWindow(timeout=5)
+    w.on_event({"ev": "boot", "rx_window": 100})
+    sent: list[bytes] = []
+
+    def device(data: bytes) -> None:  # drops the long line's end; answers the next line end
+        sent.append(data)
+        if data == b"\n":
+            w.on_event({"ev": "error", "code": "too_long"})
+
+    w.send(b"x" * 300 + b"\n", device)
+    w.send(b'{"op":"ping"}\n', device)
+    assert sent[1:] == [b"\n", b'{"op":"ping"}\n'] and w.nudges == 1, sent[1:]
+    w.send(b"y" * 60 + b"\n", device)  # a short line fits the buffer whole: never nudged
+    w.timeout = 0.6
+    with pytest.raises(TimeoutError, match="2 lines unanswered"):
+        w.send(b"z" * 60 + b"\n", device)
+    assert w.nudges == 1
+
+
+def test_a_device_that_stops_reading_in_a_long_line_loses_nothing_after_it(
+    esp32_console: str, device_factory: DeviceFactory
+) -> None:
+    """A line longer than the window goes alone, but the device may stop
+    reading while it arrives (here it is stopped, as a busy or descheduled
+    device is): the buffer overflows and the line's end is lost. The host
+    completes the line, gets its one error, and what it sends next arrives whole."""
+    dev = device_factory(board=esp32_console)
+    assert dev.unix is not None and dev.unix.proc is not None
+    pid = dev.unix.proc.pid
+    since = dev.log.cursor
+    # Longer than the window and the buffer (388 B), short enough to be on
+    # the wire whole (the emulation takes 512 B at a time from the pty).
+    long = b'{"op":"set","state":"ON","pad":"' + b"x" * 465 + b'"}\n'
+    assert 388 < len(long) <= 512
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        dev.link.write_raw(long)
+        time.sleep(0.2)  # the device stopped for longer than the line takes on the wire (44 ms)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    dev.link.write_raw(b'{"op":"set","id":"after-1","brightness":7}\n')
+    dev.log.wait_for(lambda e: e.kind == "change" and e.get("id") == "after-1", 10, "the change of after-1", since)
+    info = dev.fetch_info()
+    assert info.get("rx_dropped"), f"nothing was dropped: the test did not lose the line end ({info})"
+    errs = [e.data for e in dev.log.events(since) if e.kind == "error"]
+    assert len(errs) == 1, errs
+    assert dev.link.credit.nudges >= 1

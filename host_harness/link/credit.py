@@ -8,6 +8,14 @@ before it reads the next. A reply therefore means its line has left the
 device's buffer: it is the credit that lets the next bytes go. The sender
 never has more than ``window`` bytes unanswered (a single longer line goes
 alone, into an empty buffer that the device drains as the bytes arrive).
+
+A longer line can still overflow the buffer when the device stops reading
+for a while (a busy loop, a task that did not yield, a process descheduled
+on a loaded host), and if its line end is lost the device waits for the
+rest of the line while the host waits for its answer. So while such a line
+is unanswered the sender writes a lone line end every ``NUDGE_S``: the
+device ignores a blank line, and completes (and answers) a line whose end
+was lost. Nothing else is in flight then, so nothing else is merged.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 from host_harness.core.events import WaitTimeout
 
+NUDGE_S = 0.25  # a lone line end while a line longer than the window is unanswered
 REPLY_KINDS = frozenset({"pong", "state", "ack", "info"})
 CTRL_C = 3
 
@@ -58,7 +67,9 @@ class CreditWindow:
         self.timeout = timeout
         self.repl = False  # after Ctrl-C the REPL answers no lines: no pacing until the next boot
         self._lines: deque[int] = deque()  # bytes of each line sent and not yet answered
+        self._heads: deque[bytes] = deque()  # the start of each of those lines, for the error
         self._partial = 0  # bytes of a line not yet ended
+        self.nudges = 0  # lone line ends written (see NUDGE_S)
         self._cond = threading.Condition()
 
     @property
@@ -68,6 +79,7 @@ class CreditWindow:
     def reset(self) -> None:
         with self._cond:
             self._lines.clear()
+            self._heads.clear()
             self._partial = 0
             self._cond.notify_all()
 
@@ -83,7 +95,13 @@ class CreditWindow:
             with self._cond:
                 if self._lines:
                     self._lines.popleft()
+                    self._heads.popleft()
                 self._cond.notify_all()
+
+    def _nudge_due(self, window: int) -> bool:
+        """Whether the oldest unanswered line may have lost its end: longer
+        than the window, and no line of the host's own is half written."""
+        return bool(self._lines) and self._lines[0] > window and not self._partial
 
     def send(self, data: bytes, write: Callable[[bytes], None]) -> int:
         """Write ``data`` line by line within the window; returns the host
@@ -104,19 +122,24 @@ class CreditWindow:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         n = len(self._lines)
+                        oldest = f"{self._lines[0]} B, {self._heads[0]!r}" if self._lines else "a partial line"
                         self._lines.clear()
+                        self._heads.clear()
                         self._partial = 0
                         raise WaitTimeout(
                             f"no reply freed the device's {window}-byte console window within "
-                            f"{self.timeout:g} s ({n} lines unanswered)"
+                            f"{self.timeout:g} s ({n} lines unanswered, the oldest {oldest})"
                         )
-                    self._cond.wait(left)
+                    if not self._cond.wait(min(left, NUDGE_S)) and self._nudge_due(window):
+                        write(b"\n")
+                        self.nudges += 1
                 t = time.monotonic_ns()
                 write(piece)
                 t_first = t_first or t
                 if piece[-1] in (10, 13):
                     if len(piece) > 1 or self._partial:
                         self._lines.append(self._partial + len(piece))
+                        self._heads.append(piece[:48])
                     self._partial = 0
                 else:
                     self._partial += len(piece)

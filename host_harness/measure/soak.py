@@ -170,7 +170,12 @@ class Soak:
         if press_id:
             lines.insert(self.rng.randint(0, len(lines)), dumps_line({"op": "press", "id": press_id}) + b"\n")
         bar = self.gen.uid("b")
-        self.dev.link.write_raw(b"".join(lines) + dumps_line({"op": "ping", "id": bar}) + b"\n")
+        try:
+            self.dev.link.write_raw(b"".join(lines) + dumps_line({"op": "ping", "id": bar}) + b"\n")
+        except WaitTimeout as e:
+            res.mismatches.append(f"batch {self.n_batch}: {e}{self._console_drops()}")
+            self.stopped = True
+            return
         mbar = None
         if self.mq is not None:
             set_topic = self.topic("set")
@@ -256,6 +261,14 @@ class Soak:
             said = [x.data for x in self.dev.log.events(since) if x.kind not in ANSWERS]
             self.result.mismatches.append(f"batch {self.n_batch}: {why}; then {e}; the device said {said}")
             self.stopped = True
+
+    def _console_drops(self) -> str:
+        """What the device says its console dropped, for an error message."""
+        try:
+            n = self.dev.request("info", self.timeout)[1].get("rx_dropped")
+        except (CommandError, WaitTimeout) as e:
+            return f"; info afterwards failed: {e}"
+        return "" if n is None else f"; the console dropped {n} bytes so far"
 
     def _note_drops(self, evs: list[Event]) -> None:
         for e in evs:
