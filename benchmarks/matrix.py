@@ -31,6 +31,7 @@ from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop, open_loop_mqtt
 from host_harness.measure.progress import Progress
 from host_harness.netfault import attach
+from host_harness.netfault.links import Link
 
 BROKERS = {"stock": "mosquitto", "tuned": "mosquitto-tuned"}
 LINKS = ("loopback", "lan", "wifi-near", "wifi-wall", "wifi-lossy")
@@ -40,7 +41,7 @@ WIFI_ADD_MS = 1.0  # Wi-Fi: journey p50 - floor p50 <= 1 ms
 STOCK_X_TUNED = 1.5  # stock <= 1.5x tuned, p50 and p99
 
 
-def measure(broker: str, link_name: str, count: int) -> list[list[object]]:
+def measure(broker: str, link_name: str, count: int, state_qos: int | None = None) -> list[list[object]]:
     rows: list[list[object]] = []
     with ExitStack() as stack:
         link = stack.enter_context(attach.open_link(link_name, seed=5)) if link_name != "loopback" else None
@@ -50,7 +51,7 @@ def measure(broker: str, link_name: str, count: int) -> list[list[object]]:
             "unix",
             "unix",
             dev_info,
-            config=attach.device_config(link),
+            config=_config(link, state_qos),
             prefix=link.prefix() if link else None,
         )
         stack.callback(dev.close)
@@ -91,6 +92,14 @@ def measure(broker: str, link_name: str, count: int) -> list[list[object]]:
     return rows
 
 
+def _config(link: Link | None, state_qos: int | None) -> dict[str, object]:
+    """The device's config: what the link implies, and the QoS of its reports if asked."""
+    config: dict[str, object] = attach.device_config(link)
+    if state_qos is not None:
+        config["mqtt"] = {"state_qos": state_qos}
+    return config
+
+
 def targets(rows: list[list[object]]) -> tuple[list[list[object]], list[str]]:
     """The stock/tuned ratios per link and schedule, and one line per target missed."""
     by = {(r[0], r[1], r[2]): r for r in rows}
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=60, help="journeys (and floor round trips) per row (default 60)")
     ap.add_argument("--links", default=",".join(LINKS), help=f"comma-separated (default {','.join(LINKS)})")
     ap.add_argument("--quick", action="store_true", help="30 per row, loopback and lan only")
+    ap.add_argument(
+        "--state-qos", type=int, choices=(0, 1), help="the QoS of the device's reports (mqtt.state_qos)"
+    )
     a = ap.parse_args(argv)
     links = ["loopback", "lan"] if a.quick else [x.strip() for x in a.links.split(",") if x.strip()]
     count = 30 if a.quick else a.count
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[object]] = []
     for link in links:
         for broker in BROKERS:
-            rows += measure(broker, link, count)
+            rows += measure(broker, link, count, a.state_qos)
     print(
         render(
             [

@@ -86,7 +86,7 @@ class App:
             if body:
                 body += ',"dup":true'
                 if origin is self.mqtt:
-                    await origin.report(body, True)  # on .../ack: no rollback of the state
+                    await origin.report(body, True, True)  # on .../ack: no rollback of the state
                 else:
                     await origin.report(body)
                 return
@@ -113,7 +113,7 @@ class App:
         s = self.serial
         if origin is s:
             s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
-        p = m.post(body) if m else None
+        p = m.post(body, False, origin is m) if m else None
         if origin is not s:
             s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
         if m:

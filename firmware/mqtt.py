@@ -70,6 +70,11 @@ class MQTTClient:
         self.t_packet = 0  # device ticks when the last packet's header arrived
         self._inflight = {}  # topic -> [pid, packet (bytearray), ticks sent]; one per topic
         self._owed = []  # packet ids of PUBACKs held back (see _on_publish)
+        # True: a QoS 1 message's PUBACK goes out with the QoS 0 report it
+        # caused, in one write (see put); False: it waits for the broker's
+        # PUBACK of a QoS 1 report (see _on_publish).
+        self.ack_with_report = False
+        self._acking = 0  # packet id of the message being handled, its PUBACK not yet sent
         self._addr = None  # the broker's address, resolved once per failure cycle
         self._r = None  # the raw TCP socket (under the TLS layer, with TLS)
         self._w: Stream | None = None  # (annotations cost nothing at run time: not compiled)
@@ -171,9 +176,11 @@ class MQTTClient:
         finally:
             del sys.modules["mqtt_open"]
 
-    def put(self, topic, msg, retain=False, qos=0):
+    def put(self, topic, msg, retain=False, qos=0, answers=False):
         # Build a PUBLISH and write it now (synchronous): None once written,
         # else the packet, to be sent by flush(pkt). Raises OSError when down.
+        # answers: the report of the message being handled, whose PUBACK (if
+        # owed) follows it in the same write.
         if self._w is None:
             raise OSError("not connected")
         if isinstance(msg, str):
@@ -184,7 +191,10 @@ class MQTTClient:
             # Kept until its PUBACK; supersedes an older one on this topic.
             self._inflight[topic] = [pid, pkt, clock.now()]
         else:
-            pkt = mqtt_proto.publish(topic, msg, retain, 0)
+            ack = self._acking if answers else 0
+            pkt = mqtt_proto.publish(topic, msg, retain, 0, ack)
+            if ack:
+                self._acking = 0  # only once it is in a packet: a MemoryError leaves it owed
         return self._write(pkt)
 
     async def publish(self, topic, msg, retain=False, qos=0):
@@ -214,16 +224,12 @@ class MQTTClient:
                     if e[0] == pid:
                         del self._inflight[topic]
                         break
-                # The broker's PUBACK for a report of ours, sent alone: a
-                # small segment waiting for our TCP ACK. A broker with Nagle's
-                # algorithm on (Mosquitto's default) holds what it sends next
-                # (the next command, or its PUBACK for a newer report) behind
-                # it until that ACK comes, and a delayed ACK comes 40 ms later
-                # (Linux) or at lwIP's next 250 ms timer. So our ACK goes out
-                # now: with a PUBACK held back for it (all of them once no
-                # report is in flight; else the oldest, keeping the rest for
-                # the broker's next PUBACK), or, with none owed, by
-                # TCP_QUICKACK where the stack has it.
+                # The broker's PUBACK for a QoS 1 report, a lone small segment:
+                # a broker with Nagle on (Mosquitto's default) holds what it
+                # sends next until our TCP ACK of it comes (a delayed ACK: 40
+                # ms on Linux, lwIP's 250 ms timer). So the ACK goes now, with
+                # held PUBACKs (all once no report is in flight, else the
+                # oldest) or, with none owed, by TCP_QUICKACK where there is one.
                 if self._owed:
                     await self._pay(0 if not self._inflight else 1)
                 elif self.quickack:
@@ -317,25 +323,27 @@ class MQTTClient:
                 pid = buf[0] << 8 | buf[1]
                 n -= 2
             await self._fill(n)  # too large: dropped, the handler reports it
+        self._acking = pid if qos == 1 and self.ack_with_report else 0
         await self.link.on_message(topic, buf, off, n, bool(hdr & 1))
-        if not qos:
-            # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
-            # this message caused is ACKed by an empty PUBLISH (see _pay).
-            if self._inflight and not self.quickack and len(self._owed) < _ACK_OWED_MAX:
-                self._owed.append(0)
-        elif qos == 1:
+        if qos == 1:
             # Acknowledged once handled: a command lost with a dropped link
-            # comes again, and the handler knows it by its id. While the
-            # handler's state report is in flight, the PUBACK waits for the
-            # broker's PUBACK of that report and then carries our TCP ACK of
-            # it (see the PUBACK branch in _reader). Bounded: at most
-            # _ACK_OWED_MAX are held, and the timer's next tick sends them
-            # (when the broker's PUBACK is late, the link is in trouble
-            # anyway). No task or timer per command: nothing allocated.
+            # comes again, and the handler knows it by its id. QoS 0 reports:
+            # the report took the PUBACK along (put), else (an error, a ping)
+            # it goes now. QoS 1 reports: while one is in flight the PUBACK
+            # waits for the broker's PUBACK of it, then carries our TCP ACK
+            # of that (see _reader); at most _ACK_OWED_MAX wait, the timer's
+            # next tick sends them. Nothing is allocated per command.
+            if self.ack_with_report and not self._acking:
+                return
+            self._acking = 0
             owed = self._owed
             owed.append(pid)
             if not self._inflight or len(owed) >= _ACK_OWED_MAX:
                 await self._pay()
+        elif self._inflight and not self.quickack and len(self._owed) < _ACK_OWED_MAX:
+            # Without TCP_QUICKACK (lwIP) the broker's PUBACK for the report
+            # this message caused is ACKed by an empty PUBLISH (see _pay).
+            self._owed.append(0)
 
     async def _pinger(self):
         # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).

@@ -15,8 +15,18 @@
 #   <discovery prefix>/status    Home Assistant's birth message: "online"
 #                                (HA restarted) gets the discovery config and
 #                                the current state published again
-# State and availability go out at QoS 1 (config "qos", default 1) on a
-# persistent session (config "clean_session", default false).
+# Commands are subscribed at QoS 1 (config "qos", default 1) on a persistent
+# session (config "clean_session", default false): the broker delivers a
+# command until the device acknowledges it, and the device knows a repeat by
+# its id. State and availability go out at QoS 0 (config "state_qos",
+# default 0), retained, the PUBACK of the command that caused a report
+# written after it on the same stream: a command the broker counts as
+# delivered has had its report reach the broker, and a report lost with the
+# link brings its command back; the current state is published again on
+# every (re)connect. A QoS 1 report would add the broker's PUBACK, a lone
+# small segment that a broker with Nagle's algorithm on (Mosquitto's
+# default) puts in front of the next command until the device's TCP ACK of
+# it has crossed the link: one round trip per command on Wi-Fi.
 import gc
 import sys
 
@@ -40,7 +50,8 @@ class MqttLink:
         self.t_state = base + "state"
         self.t_avail = base + "availability"
         # .../error, .../pong and .../ack are made from t_state when used
-        self.qos = q = 1 if m.get("qos", 1) else 0
+        self.qos = q = 1 if m.get("qos", 1) else 0  # commands
+        self.state_qos = sq = 1 if m.get("state_qos", 0) else 0  # reports
         self.t_disc = None
         self.t_groups = tuple(("%s/group/%s/set" % (cfg["base_topic"], g)).encode() for g in cfg.get("groups") or ())
         subs = ((self.t_set, q), (self.t_ping, 0)) + tuple((t, q) for t in self.t_groups)
@@ -59,9 +70,10 @@ class MqttLink:
             m.get("keepalive", 30),
             tls,
             bool(m.get("clean_session", False)),
-            (self.t_avail, "offline", True, q),
+            (self.t_avail, "offline", True, sq),
             subs,
         )
+        c.ack_with_report = not sq
         if not m.get("quickack", True):
             c.quickack = False  # do without TCP_QUICKACK even on Linux: as on lwIP
         self.client = c
@@ -72,7 +84,7 @@ class MqttLink:
 
     async def on_connect(self):
         c = self.client
-        q = self.qos
+        q = self.state_qos
         await c.publish(self.t_avail, "online", retain=True, qos=q)
         if self.t_disc:
             import discovery  # loaded for the connect, then dropped again
@@ -86,10 +98,11 @@ class MqttLink:
         await c.publish(self.t_state, b'{%s,"t_tx":%d}' % (body, clock.now()), retain=True, qos=q)
         self.dirty = False
 
-    def post(self, body, ack=False):
+    def post(self, body, ack=False, answers=False):
         # Write the event's PUBLISH now (synchronous) on the retained state
         # topic; ack: a repeated command's original event on the non-retained
-        # ack topic (the state never rolls back). Returns a packet still to be
+        # ack topic (the state never rolls back); answers: the report of the
+        # MQTT command being handled (its PUBACK goes along). Returns a packet still to be
         # sent by flush(), or None. Never raises: on MemoryError, collects and
         # tries once more, then reports it (lost).
         c = self.client
@@ -101,7 +114,8 @@ class MqttLink:
                     self.t_state[:-5] + "ack" if ack else self.t_state,
                     b'{%s,"t_tx":%d}' % (body, clock.now()),
                     not ack,
-                    0 if ack else self.qos,
+                    0 if ack else self.state_qos,
+                    answers,
                 )
                 if not ack:
                     self.dirty = False  # this is the current state
@@ -127,8 +141,8 @@ class MqttLink:
         except Exception:
             pass  # a dead link: the reader notices it; the state goes out again on reconnect
 
-    async def report(self, body, ack=False):
-        await self.flush(self.post(body, ack))
+    async def report(self, body, ack=False, answers=False):
+        await self.flush(self.post(body, ack, answers))
 
     async def on_tick(self):
         if self.dirty:

@@ -39,21 +39,27 @@ def _remaining(n):
             return out
 
 
-def publish(topic, msg, retain, id):
+def publish(topic, msg, retain, id, ack=0):
     # A PUBLISH: QoS 1 with packet id id (a bytearray, kept for a resend:
-    # one allocation), or QoS 0 when id is 0.
+    # one allocation), or QoS 0 when id is 0, then (QoS 0 only) the PUBACK
+    # of packet id ack when ack is not 0: both go out in one write.
     t = _str(topic)
     hdr = _PUBLISH | (_RETAIN if retain else 0)
-    if not id:
+    if not id and not ack:
         return bytes((hdr,)) + _remaining(len(t) + len(msg)) + t + msg
-    rem = _remaining(len(t) + 2 + len(msg))
+    q = 2 if id else 0
+    rem = _remaining(len(t) + q + len(msg))
     i = 1 + len(rem) + len(t)
-    pkt = bytearray(i + 2 + len(msg))
-    pkt[0] = hdr | _QOS1
+    end = i + q + len(msg)
+    pkt = bytearray(end + (0 if id else 4))
+    pkt[0] = hdr | (_QOS1 if id else 0)
     pkt[1 : 1 + len(rem)] = rem
     pkt[1 + len(rem) : i] = t
-    struct.pack_into("!H", pkt, i, id)
-    pkt[i + 2 :] = msg
+    if id:
+        struct.pack_into("!H", pkt, i, id)
+    pkt[i + q : end] = msg
+    if not id:
+        struct.pack_into("!BBH", pkt, end, _PUBACK, 2, ack)
     return pkt
 
 

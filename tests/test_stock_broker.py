@@ -1,16 +1,21 @@
 """MQTT journeys on a Mosquitto started as users start it: ``mosquitto -p PORT``.
 
-A stock Mosquitto leaves Nagle's algorithm on. After the broker's PUBACK for
-the device's state report (a small packet sent alone) it holds the next
-command until the device ACKs that PUBACK at the TCP level, and a delayed ACK
-comes 40 ms later on Linux, or at lwIP's next 250 ms timer on an ESP32. The
-device avoids that: its ACK goes out at once, with the command's own PUBACK
-held back for it (QoS 1, any TCP stack), by TCP_QUICKACK (Linux), or with an
-empty QoS 0 PUBLISH that the broker answers with nothing (QoS 0, lwIP).
+A stock Mosquitto leaves Nagle's algorithm on: a small packet it has sent
+and the device has not yet ACKed at the TCP level holds the next one it
+sends. With QoS 1 state reports, the broker's PUBACK for a report is such a
+packet, and the next command waits behind it: for the device's delayed ACK
+(40 ms on Linux, lwIP's 250 ms timer on an ESP32), or a round trip of the
+link at best. The device sends its reports at QoS 0 (config ``state_qos``),
+each followed on the stream by the PUBACK of the command that caused it, so
+the broker never sends the device anything but commands. With QoS 1 reports
+(``state_qos: 1``) the command's PUBACK is held back to carry the ACK of the
+broker's PUBACK, and TCP_QUICKACK (Linux) or an empty QoS 0 PUBLISH (lwIP,
+QoS 0 commands) does it otherwise.
 
 These tests look for the delayed-ACK signature: a host -> device hop between
-30 and 250 ms. The harness's own broker sets ``set_tcp_nodelay`` and never
-shows it, so only a stock broker can catch a regression.
+30 and 250 ms, and for the order of packets on the wire. The tuned broker
+(``set_tcp_nodelay``) never shows the stall, so only a stock broker can catch
+a regression.
 """
 
 from __future__ import annotations
@@ -78,16 +83,59 @@ def _check_no_stall(dev: Device, mq: HostMqtt) -> None:
     assert not stalled, f"host -> device held by the broker (delayed-ACK band {STALL_MS} ms): {h2d}"
 
 
+@pytest.mark.parametrize("state_qos", [0, 1], ids=["qos0_reports", "qos1_reports"])
 @pytest.mark.parametrize("quickack", [True, False], ids=["tcp_quickack", "as_on_lwip"])
 def test_qos0_commands_are_not_held_by_a_stock_broker(
-    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, quickack: bool
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, quickack: bool, state_qos: int
 ) -> None:
-    # With TCP_QUICKACK (Linux) the device ACKs at once; without it (lwIP) an
-    # empty QoS 0 PUBLISH on <availability>/ack carries the ACK.
-    _check_no_stall(device_factory(broker=stock.info, config={"mqtt": {"quickack": quickack}}), host)
+    # QoS 1 reports: with TCP_QUICKACK (Linux) the device ACKs the broker's
+    # PUBACK at once; without it (lwIP) an empty QoS 0 PUBLISH on
+    # <availability>/ack carries the ACK. QoS 0 reports: no PUBACK to hold anything.
+    config = {"mqtt": {"quickack": quickack, "state_qos": state_qos}}
+    _check_no_stall(device_factory(broker=stock.info, config=config), host)
 
 
-def test_a_qos1_command_is_acknowledged_after_the_brokers_puback_so_the_device_has_the_last_word(
+def _wire(proxy: FaultProxy) -> list[tuple[str, int]]:
+    """PUBLISH and PUBACK packets through the proxy, in order, with their direction."""
+    wire: list[tuple[str, int]] = []
+
+    def recorder(direction: str) -> Callable[[bytes], bool]:
+        def record(p: bytes) -> bool:
+            if p[0] & 0xF0 in (PUBLISH, PUBACK):
+                wire.append((direction, p[0] & 0xF0))
+            return False  # nothing dropped
+
+        return record
+
+    proxy.up.drop_next(recorder("up"), 10**6)
+    proxy.down.drop_next(recorder("down"), 10**6)
+    return wire
+
+
+def test_a_qos1_command_is_acknowledged_right_after_its_qos0_report(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+) -> None:
+    # The default: the report at QoS 0, then the command's PUBACK on the same
+    # stream (a command the broker counts as delivered has had its report
+    # arrive). The broker sends nothing but the commands: no PUBACK of its own
+    # that Nagle could put in front of the next command.
+    with FaultProxy(*stock.info.address).start() as proxy:
+        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        dev.wait_mqtt()
+        js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
+        js.via_mqtt("OFF")
+        wire = _wire(proxy)
+        for i in range(10):
+            js.via_mqtt("ON", i + 1)
+        js.via_mqtt("OFF")  # the tenth PUBACK is through by then
+        acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
+        assert len(acks) >= 10, wire
+        early = [k for k in acks if k == 0 or wire[k - 1] != ("up", PUBLISH)]
+        assert not early, f"PUBACKs not right after the report they wait for: {wire}"
+        assert ("down", PUBACK) not in wire, f"the broker acknowledged a QoS 0 report: {wire}"
+
+
+def test_with_qos1_reports_a_command_is_acknowledged_after_the_brokers_puback(
     device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
 ) -> None:
     # Without TCP_QUICKACK (as on lwIP) what carries the device's TCP ACK of
@@ -96,22 +144,12 @@ def test_a_qos1_command_is_acknowledged_after_the_brokers_puback_so_the_device_h
     # PUBACK(state) down, PUBACK(command) up. (Timing cannot show it here:
     # at QoS 1 the host's own link stalls too, and its delay hides this one.)
     with FaultProxy(*stock.info.address).start() as proxy:
-        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        config = {"mqtt": {"quickack": False, "state_qos": 1}}
+        dev = device_factory(broker=proxy.info_for(stock.info), config=config)
         dev.wait_mqtt()
         js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
         js.via_mqtt("OFF")
-        wire: list[tuple[str, int]] = []
-
-        def recorder(direction: str) -> Callable[[bytes], bool]:
-            def record(p: bytes) -> bool:
-                if p[0] & 0xF0 in (PUBLISH, PUBACK):
-                    wire.append((direction, p[0] & 0xF0))
-                return False  # nothing dropped
-
-            return record
-
-        proxy.up.drop_next(recorder("up"), 10**6)
-        proxy.down.drop_next(recorder("down"), 10**6)
+        wire = _wire(proxy)
         for i in range(10):
             js.via_mqtt("ON", i + 1)
         js.via_mqtt("OFF")  # the tenth PUBACK is through by then
@@ -121,14 +159,17 @@ def test_a_qos1_command_is_acknowledged_after_the_brokers_puback_so_the_device_h
         assert not late, f"PUBACKs not right after the broker's PUBACK: {wire}"
 
 
-def test_a_held_puback_lost_with_the_link_brings_the_command_again_and_it_is_not_applied_twice(
-    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+@pytest.mark.parametrize("state_qos", [0, 1], ids=["qos0_reports", "qos1_reports"])
+def test_a_puback_lost_with_the_link_brings_the_command_again_and_it_is_not_applied_twice(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, state_qos: int
 ) -> None:
-    # The device holds a command's PUBACK until the broker acknowledges the
-    # state report; the link dies before the PUBACK gets out. The broker sends
-    # the command again on the persistent session; the device knows its id.
+    # The command's PUBACK follows its report (QoS 0 reports) or waits for
+    # the broker's PUBACK of it (QoS 1); the link dies before it gets out. The
+    # broker sends the command again on the persistent session; the device
+    # knows its id.
     with FaultProxy(*stock.info.address).start() as proxy:
-        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        config = {"mqtt": {"quickack": False, "state_qos": state_qos}}
+        dev = device_factory(broker=proxy.info_for(stock.info), config=config)
         dev.wait_mqtt()
         js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
         js.via_mqtt("OFF")  # subscribed, and the device's session is set up
