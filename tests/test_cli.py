@@ -37,7 +37,8 @@ def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 def test_run_measures_journeys_prints_a_table_and_writes_json(tmp_path: Path, broker: RunningBroker) -> None:
     out = tmp_path / "journeys.json"
     r = harness(
-        "run", "--count", "30", "--button-count", "5", "--warmup", "5", "--broker", broker.info.url, "--json", str(out)
+        "run", "--no-budget",
+        "--count", "30", "--button-count", "5", "--warmup", "5", "--broker", broker.info.url, "--json", str(out)
     )
     assert r.returncode == 0, r.stdout + r.stderr
     for line in (
@@ -98,7 +99,8 @@ def test_a_broken_end_to_end_budget_blames_the_hop_of_its_tail(tmp_path: Path, b
 def test_report_dir_has_json_histogram_log_plots_and_html(tmp_path: Path, broker: RunningBroker) -> None:
     d = tmp_path / "report"
     r = harness(
-        "run", "--count", "20", "--button-count", "3", "--warmup", "2", "--broker", broker.info.url, "--report", str(d)
+        "run", "--no-budget",
+        "--count", "20", "--button-count", "3", "--warmup", "2", "--broker", broker.info.url, "--report", str(d)
     )
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((d / "journeys.json").read_text())
@@ -112,7 +114,8 @@ def test_report_dir_has_json_histogram_log_plots_and_html(tmp_path: Path, broker
 
 def test_open_loop_run_counts_every_command(broker: RunningBroker) -> None:
     r = harness(
-        "run", "--count", "200", "--rate", "200", "--journeys", "mqtt", "--warmup", "2", "--broker", broker.info.url
+        "run", "--no-budget",
+        "--count", "200", "--rate", "200", "--journeys", "mqtt", "--warmup", "2", "--broker", broker.info.url
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mqtt journeys (open@200/s): 200 confirmed, 0 lost, 0 duplicated" in r.stdout
@@ -126,6 +129,7 @@ def test_run_against_a_serial_port_url(broker: RunningBroker) -> None:
     try:
         r = harness(
             "run",
+            "--no-budget",
             "--journeys",
             "mqtt,serial",
             "--device",

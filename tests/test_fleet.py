@@ -127,7 +127,9 @@ def _lightctl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.unix_only
 def test_run_devices_prints_first_on_all_on_and_spread_per_mode(tmp_path: Path, broker: RunningBroker) -> None:
     out = tmp_path / "fleet.json"
-    r = _lightctl("run", "--devices", "3", "--count", "10", "--broker", broker.info.url, "--json", str(out))
+    r = _lightctl(
+        "run", "--no-budget", "--devices", "3", "--count", "10", "--broker", broker.info.url, "--json", str(out)
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for mode in ("each", "group"):
         for label in ("first light on", "all lights on", "spread (all - first)"):

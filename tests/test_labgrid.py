@@ -110,7 +110,7 @@ def test_deploy_run_and_monitor_through_a_labgrid_place(lab: Lab, broker: Runnin
     device = f"labgrid:{PLACE}"
 
     r = harness(
-        "run", "--device", device, *lab.lg, "--board", "unix", "--broker", b.url,
+        "run", "--no-budget", "--device", device, *lab.lg, "--board", "unix", "--broker", b.url,
         "--journeys", "serial,mqtt", "--count", "10", "--warmup", "2",
     )  # fmt: skip
     # 0 or 1: the verdict on the budget (labgrid's ser2net adds its own delay to the serial hop); 2 is an error
