@@ -20,6 +20,10 @@ a regression.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -29,7 +33,7 @@ from host_harness.dut.device import Device
 from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
-from host_harness.measure.load import closed_loop
+from host_harness.measure.load import closed_loop, open_loop_mqtt
 from host_harness.netfault.proxy import FaultProxy
 from host_harness.pytest_plugin import DeviceFactory
 
@@ -195,3 +199,47 @@ def test_a_puback_lost_with_the_link_brings_the_command_again_and_it_is_not_appl
 def test_the_stock_broker_is_stock(stock: StockMosquitto) -> None:
     # What makes it stock: no config file, so no set_tcp_nodelay.
     assert stock.proc is not None and stock.proc.args == [stock.executable, "-p", str(stock.port)]
+
+
+
+def _pause(pid: int, after_s: float, for_s: float) -> threading.Thread:
+    """Stop the process for ``for_s`` once, ``after_s`` from now (a device busy for a moment)."""
+
+    def run() -> None:
+        time.sleep(after_s)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(for_s)
+        os.kill(pid, signal.SIGCONT)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_the_host_client_acks_at_once_so_a_stock_broker_does_not_hold_reports_for_the_next_command(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+) -> None:
+    # A closed loop puts the host's socket in the kernel's interactive mode
+    # (it sends right after it receives), where ACKs wait for the host's next
+    # packet. On an open loop, once one report comes later than the next
+    # command (here the device stops for 10 ms), a stock broker's Nagle holds
+    # every report after it until the host's next command has carried the
+    # ACK of the one before: each journey takes a whole period from then on
+    # (1.2 ms at p50 at 1000/s, 10 ms at p90 at 100/s in
+    # benchmarks/journeys.py). The host's client ACKs every packet it is
+    # handed at once (TCP_QUICKACK, link/mqtt_client.ack_now).
+    dev = device_factory(broker=stock.info)
+    dev.wait_mqtt()
+    assert dev.unix is not None and dev.unix.proc is not None
+    js = Journeys(dev, host, timeout=TIMEOUT)
+    clock = clock_for(dev, host)[0]
+    closed_loop(js, "mqtt", 300, clock)
+    rate = 500.0
+    pause = _pause(dev.unix.proc.pid, 0.1, 0.01)
+    run = open_loop_mqtt(js, rate, 500, clock)
+    pause.join(5)
+    assert not run.lost, run.lost
+    period_ms = 1000 / rate
+    after = [ht.hops["device_to_host"] for ht in run.hop_times[60:]]  # from 20 ms after the pause
+    held = [round(ms, 2) for ms in after if ms > 0.9 * period_ms]
+    assert len(held) <= 0.02 * len(after), f"{len(held)} of {len(after)} reports held for the next command: {held}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -15,6 +16,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 from host_harness.broker.info import BrokerInfo
 from host_harness.core.events import Event, EventLog, WaitTimeout
 from host_harness.core.ids import IdMaker
+
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def ack_now(client: paho.Client) -> None:
+    """ACK what the client has read now, not up to 40 ms later or with its
+    next packet. A broker with Nagle on (a stock Mosquitto) holds its next
+    message to us until that ACK comes; once the socket is in the kernel's
+    interactive mode (a closed loop puts it there: we send right after we
+    receive) ACKs wait for our next packet, and at a high command rate each
+    report waited for the next command. Linux only; the option is not
+    sticky, so it is set after every packet paho hands us (messages, CONNACK,
+    SUBACK; not PINGRESP, which paho does not tell)."""
+    sock = client.socket()
+    if QUICKACK is not None and isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
 
 class HostMqtt:
@@ -64,6 +82,7 @@ class HostMqtt:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        ack_now(client)
         if rc.is_failure:
             self._connect_error = str(rc)
         elif self._connected_once:
@@ -81,6 +100,7 @@ class HostMqtt:
         self._connected.clear()
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        ack_now(client)
         with self._lock:
             ev = self._subacks.get(mid)
         if ev:
@@ -88,6 +108,7 @@ class HostMqtt:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self.log.add(message_event(msg, time.monotonic_ns()))
+        ack_now(client)
 
     def connect(self, timeout: float = 10.0) -> HostMqtt:
         try:
