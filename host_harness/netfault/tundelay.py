@@ -18,7 +18,11 @@ would sum to a thinner tail than the one measured.)
 Order is kept per flow (protocol, addresses, ports or ICMP id): a packet is
 never released before an earlier one of its flow, as a Wi-Fi link delivers in
 order (block-ack reordering) and a reordering link would add TCP effects of
-its own. Different flows overtake each other freely.
+its own. A packet that arrives while an earlier one of its flow and direction
+is still held draws no delay of its own: it leaves right behind it, in the
+same burst (a TCP ACK and the next message sent together would otherwise
+each draw a delay and the message pay the larger of the two). Different
+flows overtake each other freely.
 
 Power save (``wake_ms``): packets towards the device are held until the next
 wake-up of its radio, on a fixed grid of ``wake_ms`` (a beacon interval times
@@ -151,6 +155,13 @@ class Scheduler:
     def release(self, pkt: bytes, now: float) -> float:
         t = now
         key = flow_key(pkt)
+        held = self.last.get(key, 0.0)
+        if held > now:
+            # The flow's previous packet this way is still held: this one is
+            # queued behind it and leaves in the same burst, with no delay of
+            # its own (a radio sends what is queued together; two independent
+            # draws would make a packet pay the larger of two link delays).
+            return held
         if self.rtt is not None:
             owed = self.owed.pop(key, None)
             if owed is not None and now - owed[1] < PAIR_S:
