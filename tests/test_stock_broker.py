@@ -134,7 +134,8 @@ def test_a_qos1_command_is_acknowledged_right_after_its_qos0_report(
         js.via_mqtt("OFF")  # the tenth PUBACK is through by then
         acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
         assert len(acks) >= 10, wire
-        early = [k for k in acks if k == 0 or wire[k - 1] != ("up", PUBLISH)]
+        # (the first may be the PUBACK of the command before the recording began)
+        early = [k for k in acks[1:] if wire[k - 1] != ("up", PUBLISH)]
         assert not early, f"PUBACKs not right after the report they wait for: {wire}"
         assert ("down", PUBACK) not in wire, f"the broker acknowledged a QoS 0 report: {wire}"
 
@@ -159,7 +160,8 @@ def test_with_qos1_reports_a_command_is_acknowledged_after_the_brokers_puback(
         js.via_mqtt("OFF")  # the tenth PUBACK is through by then
         acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
         assert len(acks) >= 10, wire
-        late = [k for k in acks if k == 0 or wire[k - 1] != ("down", PUBACK)]
+        # (the first may be the PUBACK of the command before the recording began)
+        late = [k for k in acks[1:] if wire[k - 1] != ("down", PUBACK)]
         assert not late, f"PUBACKs not right after the broker's PUBACK: {wire}"
 
 
