@@ -20,6 +20,7 @@ a regression.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -178,7 +179,18 @@ def test_a_puback_lost_with_the_link_brings_the_command_again_and_it_is_not_appl
         dev = device_factory(broker=proxy.info_for(stock.info), config=config)
         dev.wait_mqtt()
         js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
+        off_acked = threading.Event()
+
+        def see_puback(p: bytes) -> bool:
+            if p[:1] == b"\x40":
+                off_acked.set()
+            return False  # recorded, not dropped
+
+        proxy.up.drop_next(see_puback, 10**6)
         js.via_mqtt("OFF")  # subscribed, and the device's session is set up
+        # With QoS 1 reports the PUBACK of OFF may still be held when the host
+        # has its report: the rule below is for held-1's, so wait for OFF's.
+        assert off_acked.wait(TIMEOUT), "the PUBACK of the command OFF never passed"
         lost = proxy.up.drop_next(lambda p: p[:1] == b"\x40")  # the device's next PUBACK
         dsince, since = dev.log.cursor, host.log.cursor
         first = js.via_mqtt("ON", 42, cmd_id="held-1")
@@ -241,7 +253,15 @@ def test_the_host_client_acks_at_once_so_a_stock_broker_does_not_hold_reports_fo
     run = open_loop_mqtt(js, rate, 500, clock)
     pause.join(5)
     assert not run.lost, run.lost
-    period_ms = 1000 / rate
-    after = [ht.hops["device_to_host"] for ht in run.hop_times[60:]]  # from 20 ms after the pause
-    held = [round(ms, 2) for ms in after if ms > 0.9 * period_ms]
-    assert len(held) <= 0.02 * len(after), f"{len(held)} of {len(after)} reports held for the next command: {held}"
+    # Held: the report waited for the ACK that the host's next command carried,
+    # so it reached the host just after that command left. (A report late for
+    # another reason, a backlog after a stall of the loaded host, is not tied
+    # to the next command.)
+    period_ns = 1e9 / rate
+    hts = sorted(run.hop_times[60:], key=lambda ht: ht.journey.t_send_ns)  # from 20 ms after the pause
+    held = [
+        round(a.hops["device_to_host"], 2)
+        for a, b in itertools.pairwise(hts)
+        if a.hops["device_to_host"] * 1e6 > period_ns / 2 and 0 <= a.journey.t_confirm_ns - b.journey.t_send_ns < 5e5
+    ]
+    assert len(held) <= 0.05 * len(hts), f"{len(held)} of {len(hts)} reports held for the next command: {held}"

@@ -27,6 +27,7 @@ tables, the forwarder) is removed on exit, also after an exception.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -36,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -87,8 +89,23 @@ def _run(*cmd: str, stdin: str | None = None, check: bool = True) -> subprocess.
     return p
 
 
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """One link at a time picks its subnet and puts its address on: two
+    processes making links at once (parallel test workers) could otherwise
+    both see K free and both take it."""
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    with open(OWNERS / ".subnet.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _free_subnet() -> int:
-    """A K for 10.231.K.0/29 that no address or route of this namespace uses."""
+    """A K for 10.231.K.0/29 that no address or route of this namespace uses
+    (called under _subnet_lock)."""
     used = _run("ip", "-4", "-o", "addr", "show").stdout + _run("ip", "-4", "route", "show").stdout
     for _ in range(64):
         k = secrets.randbelow(256)
@@ -130,6 +147,8 @@ def sweep_stale() -> list[str]:
     if not OWNERS.is_dir():
         return swept
     for rec in OWNERS.iterdir():
+        if rec.name.startswith("."):
+            continue  # the subnet lock, not a link
         try:
             os.kill(int(rec.read_text().strip()), 0)
             continue  # its owner is alive
@@ -237,8 +256,7 @@ class Link:
         sweep_stale()
         OWNERS.mkdir(parents=True, exist_ok=True)
         (OWNERS / self.tag).write_text(str(os.getpid()))
-        self.addr = Addresses(_free_subnet())
-        a, dev, mid = self.addr, self.dev_ns, self.mid_ns
+        dev, mid = self.dev_ns, self.mid_ns
         for ns in (dev, mid):
             _run("ip", "netns", "add", ns)
             self._made.append(ns)
@@ -246,7 +264,9 @@ class Link:
         _run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", "mr", "netns", mid)
         self._made.append(self.root_if)
         _run("ip", "-n", mid, "link", "add", "md", "type", "veth", "peer", "name", DEV_IF, "netns", dev)
-        _run("ip", "addr", "add", f"{a.broker}/30", "dev", self.root_if)
+        with _subnet_lock():
+            self.addr = a = Addresses(_free_subnet())
+            _run("ip", "addr", "add", f"{a.broker}/30", "dev", self.root_if)
         _run("ip", "link", "set", self.root_if, "up")
         _run("ip", "route", "add", a.device_net, "via", a.mid_root, "dev", self.root_if)
         _run("ip", "-n", mid, "addr", "add", f"{a.mid_root}/30", "dev", "mr")
