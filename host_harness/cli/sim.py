@@ -12,7 +12,7 @@ from host_harness.broker.start import start_broker
 from host_harness.cli import validate
 from host_harness.cli.help import subcommand
 from host_harness.cli.run import add_common_options, board_for, tls_options
-from host_harness.core.events import Event
+from host_harness.core.events import Event, WaitTimeout
 from host_harness.dut.device import open_device
 
 
@@ -32,6 +32,13 @@ def run(args: argparse.Namespace) -> int:
             h, p = broker.info.host, broker.info.port
             print(f"broker: {broker.describe()}")
             print(f"device: {dev.device_id} on {dev.link.url} (board {dev.info.get('board')})")
+            sys.stdout.flush()
+            # The hint only once the device is subscribed: a command sent before
+            # its first SUBSCRIBE would be lost (a new session has nothing queued).
+            try:
+                dev.wait_mqtt()
+            except WaitTimeout as e:
+                print(f"device: not on MQTT yet ({e}); its events below say why")
             print("try:")
             print(f"  mosquitto_sub -h {h} -p {p} -v -t '{b}/#'")
             cmd = '{"state":"ON","brightness":128,"id":"try-1"}'
