@@ -21,8 +21,11 @@ class JourneyRun:
     errors: list[str] = field(default_factory=list)
 
     def add(self, j: Journey, clock: ClockMap) -> None:
+        # Split before either list grows: a Ctrl-C between the two must not
+        # leave a journey without its hops (the interrupted run still reports).
+        ht = split(j, clock)
+        self.hop_times.append(ht)
         self.journeys.append(j)
-        self.hop_times.append(split(j, clock))
 
     def hops_present(self) -> list[str]:
         """Hops with any time in them (host_queue only in open loop, device_sense with a sense input)."""
@@ -66,7 +69,5 @@ class JourneyRun:
             "errors": self.errors,
             "total_ms": self.total().as_dict(),
             "hops_ms": {h: self.hop(h).as_dict() for h in self.hops_present()},
-            "samples": [
-                dict(j.as_dict(), hops_ms=ht.hops) for j, ht in zip(self.journeys, self.hop_times, strict=True)
-            ],
+            "samples": [dict(ht.journey.as_dict(), hops_ms=ht.hops) for ht in self.hop_times],
         }
