@@ -117,15 +117,16 @@ def _wire(proxy: FaultProxy) -> list[tuple[str, int]]:
     return wire
 
 
-def test_a_qos1_command_is_acknowledged_right_after_its_qos0_report(
-    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
-) -> None:
-    # The default: the report at QoS 0, then the command's PUBACK on the same
-    # stream (a command the broker counts as delivered has had its report
-    # arrive). The broker sends nothing but the commands: no PUBACK of its own
-    # that Nagle could put in front of the next command.
+def _pubacks_on_the_wire(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, state_qos: int
+) -> tuple[list[tuple[str, int]], list[int]]:
+    """Ten QoS 1 commands to a device without TCP_QUICKACK (as on lwIP) through
+    a proxy: the PUBLISHes and PUBACKs in order, and where the device's PUBACKs
+    stand in it (less the first, which may be the PUBACK of the command before
+    the recording began)."""
     with FaultProxy(*stock.info.address).start() as proxy:
-        dev = device_factory(broker=proxy.info_for(stock.info), config={"mqtt": {"quickack": False}})
+        config = {"mqtt": {"quickack": False, "state_qos": state_qos}}
+        dev = device_factory(broker=proxy.info_for(stock.info), config=config)
         dev.wait_mqtt()
         js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
         js.via_mqtt("OFF")
@@ -133,12 +134,22 @@ def test_a_qos1_command_is_acknowledged_right_after_its_qos0_report(
         for i in range(10):
             js.via_mqtt("ON", i + 1)
         js.via_mqtt("OFF")  # the tenth PUBACK is through by then
-        acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
-        assert len(acks) >= 10, wire
-        # (the first may be the PUBACK of the command before the recording began)
-        early = [k for k in acks[1:] if wire[k - 1] != ("up", PUBLISH)]
-        assert not early, f"PUBACKs not right after the report they wait for: {wire}"
-        assert ("down", PUBACK) not in wire, f"the broker acknowledged a QoS 0 report: {wire}"
+    acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
+    assert len(acks) >= 10, wire
+    return wire, acks[1:]
+
+
+def test_a_qos1_command_is_acknowledged_right_after_its_qos0_report(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt
+) -> None:
+    # The default: the report at QoS 0, then the command's PUBACK on the same
+    # stream (a command the broker counts as delivered has had its report
+    # arrive). The broker sends nothing but the commands: no PUBACK of its own
+    # that Nagle could put in front of the next command.
+    wire, acks = _pubacks_on_the_wire(device_factory, stock, host, 0)
+    early = [k for k in acks if wire[k - 1] != ("up", PUBLISH)]
+    assert not early, f"PUBACKs not right after the report they wait for: {wire}"
+    assert ("down", PUBACK) not in wire, f"the broker acknowledged a QoS 0 report: {wire}"
 
 
 def test_with_qos1_reports_a_command_is_acknowledged_after_the_brokers_puback(
@@ -149,21 +160,9 @@ def test_with_qos1_reports_a_command_is_acknowledged_after_the_brokers_puback(
     # order on the wire shows it: PUBLISH(command) down, PUBLISH(state) up,
     # PUBACK(state) down, PUBACK(command) up. (Timing cannot show it here:
     # at QoS 1 the host's own link stalls too, and its delay hides this one.)
-    with FaultProxy(*stock.info.address).start() as proxy:
-        config = {"mqtt": {"quickack": False, "state_qos": 1}}
-        dev = device_factory(broker=proxy.info_for(stock.info), config=config)
-        dev.wait_mqtt()
-        js = Journeys(dev, _publishing_at(host, 1), timeout=TIMEOUT)
-        js.via_mqtt("OFF")
-        wire = _wire(proxy)
-        for i in range(10):
-            js.via_mqtt("ON", i + 1)
-        js.via_mqtt("OFF")  # the tenth PUBACK is through by then
-        acks = [k for k, w in enumerate(wire) if w == ("up", PUBACK)]
-        assert len(acks) >= 10, wire
-        # (the first may be the PUBACK of the command before the recording began)
-        late = [k for k in acks[1:] if wire[k - 1] != ("down", PUBACK)]
-        assert not late, f"PUBACKs not right after the broker's PUBACK: {wire}"
+    wire, acks = _pubacks_on_the_wire(device_factory, stock, host, 1)
+    late = [k for k in acks if wire[k - 1] != ("down", PUBACK)]
+    assert not late, f"PUBACKs not right after the broker's PUBACK: {wire}"
 
 
 @pytest.mark.parametrize("state_qos", [0, 1], ids=["qos0_reports", "qos1_reports"])
