@@ -66,20 +66,19 @@ class CreditWindow:
         self.enabled = True
         self.timeout = timeout
         self.repl = False  # after Ctrl-C the REPL answers no lines: no pacing until the next boot
-        self._lines: deque[int] = deque()  # bytes of each line sent and not yet answered
-        self._heads: deque[bytes] = deque()  # the start of each of those lines, for the error
+        # each line sent and not yet answered: its bytes, and its start (for the error)
+        self._lines: deque[tuple[int, bytes]] = deque()
         self._partial = 0  # bytes of a line not yet ended
         self.nudges = 0  # lone line ends written (see NUDGE_S)
         self._cond = threading.Condition()
 
     @property
     def in_flight(self) -> int:
-        return sum(self._lines) + self._partial
+        return sum(n for n, _ in self._lines) + self._partial
 
     def reset(self) -> None:
         with self._cond:
             self._lines.clear()
-            self._heads.clear()
             self._partial = 0
             self._cond.notify_all()
 
@@ -95,13 +94,12 @@ class CreditWindow:
             with self._cond:
                 if self._lines:
                     self._lines.popleft()
-                    self._heads.popleft()
                 self._cond.notify_all()
 
     def _nudge_due(self, window: int) -> bool:
         """Whether the oldest unanswered line may have lost its end: longer
         than the window, and no line of the host's own is half written."""
-        return bool(self._lines) and self._lines[0] > window and not self._partial
+        return bool(self._lines) and self._lines[0][0] > window and not self._partial
 
     def send(self, data: bytes, write: Callable[[bytes], None]) -> int:
         """Write ``data`` line by line within the window; returns the host
@@ -122,9 +120,8 @@ class CreditWindow:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         n = len(self._lines)
-                        oldest = f"{self._lines[0]} B, {self._heads[0]!r}" if self._lines else "a partial line"
+                        oldest = f"{self._lines[0][0]} B, {self._lines[0][1]!r}" if self._lines else "a partial line"
                         self._lines.clear()
-                        self._heads.clear()
                         self._partial = 0
                         raise WaitTimeout(
                             f"no reply freed the device's {window}-byte console window within "
@@ -138,8 +135,7 @@ class CreditWindow:
                 t_first = t_first or t
                 if piece[-1] in (10, 13):
                     if len(piece) > 1 or self._partial:
-                        self._lines.append(self._partial + len(piece))
-                        self._heads.append(piece[:48])
+                        self._lines.append((self._partial + len(piece), piece[:48]))
                     self._partial = 0
                 else:
                     self._partial += len(piece)
