@@ -31,6 +31,7 @@ _TCP_QUICKACK = const(12)  # Linux only: send a delayed ACK now
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
+_PINGRESP = const(0xD0)
 _DUP = const(0x08)  # PUBLISH flag: sent again
 _KA_PING = const(1)  # what mqtt_proto.keepalive() returns
 _KA_DEAD = const(2)
@@ -229,16 +230,15 @@ class MQTTClient:
                 # sends next until our TCP ACK of it comes (a delayed ACK: 40
                 # ms on Linux, lwIP's 250 ms timer). So the ACK goes now, with
                 # held PUBACKs (all once no report is in flight, else the
-                # oldest) or, with none owed, by TCP_QUICKACK where there is one.
+                # oldest) or, with none owed, at once (see _ack).
                 if self._owed:
                     await self._pay(0 if not self._inflight else 1)
-                elif self.quickack:
-                    try:
-                        # _r: the socket mqtt_open.open() set, before the reader started
-                        self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)  # pyright: ignore[reportAttributeAccessIssue]
-                    except Exception:
-                        self.quickack = False  # not on this stack
-
+                else:
+                    await self._ack(False)
+            elif kind == _PINGRESP and n == 0:
+                # The answer to our keepalive ping: the same lone segment, in
+                # front of the next command for up to 250 ms on lwIP.
+                await self._ack(True)
             else:
                 await self._fill(n)  # dropped
                 if kind == _SUBACK and self._subs_due:
@@ -247,6 +247,20 @@ class MQTTClient:
                     self._subs_due -= 1
                     if not self._subs_due:
                         self._up()
+
+    async def _ack(self, always):
+        # ACK what the broker sent last, now: by TCP_QUICKACK where there is
+        # one, else (lwIP), if always, by sending something the broker
+        # answers with nothing (see _pay).
+        if self.quickack:
+            try:
+                # _r: the socket mqtt_open.open() set, before the reader started
+                self._r.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)  # pyright: ignore[reportAttributeAccessIssue]
+                return
+            except Exception:
+                self.quickack = False  # not on this stack
+        if always:
+            await self._pay()
 
     def _up(self):
         self.link.on_status("connected", "%s:%d" % (self.host, self.port))

@@ -12,10 +12,12 @@ import os
 import pathlib
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -30,7 +32,7 @@ from host_harness.link.mqtt_client import HostMqtt
 from host_harness.measure.clocksync import clock_for
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.load import closed_loop
-from host_harness.netfault import attach
+from host_harness.netfault import attach, packetlog
 from host_harness.netfault.links import OWNERS, Link, LinkError, sweep_stale, unavailable_reason
 from host_harness.netfault.probe import ping_rtts, quantile
 from host_harness.netfault.profiles import PROFILES, Profile
@@ -111,6 +113,114 @@ def test_a_partition_drops_silently_on_the_far_side_and_heals() -> None:
         link.heal()
         rtts, sent = ping_rtts(link, 1, 3, 0.2)
         assert len(rtts) == sent
+
+
+ECHO_CLIENT = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+out = []
+for i in range(int(sys.argv[3])):
+    t = time.monotonic_ns()
+    s.sendto(b"m-%d;" % i, (sys.argv[1], int(sys.argv[2])))
+    s.recvfrom(64)
+    out.append((time.monotonic_ns() - t) / 1e6)
+print(json.dumps(out))
+"""
+
+
+def test_the_packet_log_accounts_for_each_round_trip() -> None:
+    prof = PROFILES["wifi-near"]
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stop = threading.Event()
+
+    def echo() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = srv.recvfrom(64)
+            except TimeoutError:
+                continue
+            srv.sendto(data, addr)
+
+    with Link(prof, seed=21, log=True) as link:
+        assert link.packets is not None
+        log = link.packets.path
+        srv.bind((link.broker_ip, 0))
+        srv.settimeout(0.2)
+        t = threading.Thread(target=echo, daemon=True)
+        t.start()
+        try:
+            p = subprocess.run(
+                [*link.prefix(), sys.executable, "-c", ECHO_CLIENT, link.broker_ip, str(srv.getsockname()[1]), "300"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            stop.set()
+            t.join(5)
+            srv.close()
+        assert p.returncode == 0, p.stderr
+        rtts = json.loads(p.stdout)
+        packets = link.packets.read()
+    assert not log.exists(), "the log goes with the link"
+    crossings = [packetlog.crossing(packets, b"m-%d;" % i, False) for i in range(len(rtts))]
+    assert all(c is not None for c in crossings), "every datagram and its echo are in the log"
+    link_ms = [c.link_ms for c in crossings if c is not None]
+    rest = [r - m for r, m in zip(rtts, link_ms, strict=True)]
+    # The forwarder's two delays are inside the round trip the client timed...
+    assert min(rest) >= 0, f"a logged delay longer than its round trip: {min(rest):.3f} ms"
+    # ...and are nearly all of it: what is left (two veth crossings, the echo) is a small part...
+    assert quantile(rest, 0.5) <= 0.1 * quantile(link_ms, 0.5)
+    # ...and they follow the profile's round trips.
+    assert_quantiles(link_ms, {k: v for k, v in prof.asked().items() if k in ("p50", "p90")})
+
+
+ONE_ECHO = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.monotonic_ns()
+s.sendto(b"one", (sys.argv[1], int(sys.argv[2])))
+s.recvfrom(64)
+print((time.monotonic_ns() - t) / 1e6, flush=True)
+"""
+
+
+def test_a_forwarder_that_wakes_late_still_delays_from_the_packets_arrival() -> None:
+    # The delay is drawn from when the kernel routed the packet into the TUN
+    # device: the forwarder stopped for 60 ms when a datagram comes (an idle
+    # CPU waking, at a far smaller scale) must not add its stall to the 200 ms asked.
+    prof = Profile("flat", "200 ms round trip", ((0.0, 200.0), (1.0, 200.0)))
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with Link(prof, seed=1) as link:
+        srv.bind((link.broker_ip, 0))
+        srv.settimeout(5)
+        client = subprocess.Popen(
+            [*link.prefix(), sys.executable, "-c", ONE_ECHO, link.broker_ip, str(srv.getsockname()[1])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline().strip() == "ready"
+        fwd = link._forwarder
+        assert fwd is not None
+        os.kill(fwd.pid, signal.SIGSTOP)
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            time.sleep(0.06)  # the stall itself
+        finally:
+            os.kill(fwd.pid, signal.SIGCONT)
+        data, addr = srv.recvfrom(64)
+        srv.sendto(data, addr)
+        rtt = float(client.stdout.readline())
+        client.wait(10)
+    srv.close()
+    assert 200.0 <= rtt < 240.0, f"round trip {rtt:.1f} ms: the forwarder's 60 ms stall was added to the 200 ms asked"
 
 
 def test_everything_is_removed_also_after_an_exception() -> None:

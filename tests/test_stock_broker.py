@@ -264,3 +264,57 @@ def test_the_host_client_acks_at_once_so_a_stock_broker_does_not_hold_reports_fo
         if a.hops["device_to_host"] * 1e6 > period_ns / 2 and 0 <= a.journey.t_confirm_ns - b.journey.t_send_ns < 5e5
     ]
     assert len(held) <= 0.05 * len(hts), f"{len(held)} of {len(hts)} reports held for the next command: {held}"
+
+
+def test_the_hosts_keepalive_ping_does_not_hold_the_next_message(stock: StockMosquitto) -> None:
+    # The host's PINGREQ is answered by a PINGRESP that the host must ACK at
+    # once: left to its delayed ACK, a stock broker's Nagle holds the next
+    # message to the host behind it. paho tells of a PINGRESP only in its log.
+    host = HostMqtt(stock.info, "pinger").connect()
+    sender = HostMqtt(stock.info, "sender").connect()
+    try:
+        host.subscribe("ping/after")
+        pongs = threading.Event()
+        log = host.client.on_log
+
+        def spy(client: object, userdata: object, level: int, buf: str) -> None:
+            assert log is not None
+            log(client, userdata, level, buf)  # type: ignore[arg-type]
+            if buf == "Received PINGRESP":
+                pongs.set()
+
+        host.client.on_log = spy
+        held = []
+        for i in range(8):
+            pongs.clear()
+            since = host.log.cursor
+            host.client._send_pingreq()  # what paho's keepalive sends every 30 s
+            assert pongs.wait(TIMEOUT), "no PINGRESP"
+            t = sender.publish("ping/after", f'{{"n":{i}}}')
+            ev = host.log.wait_for(lambda e, i=i: e.get("n") == i, TIMEOUT, f"message {i} after a ping", since)
+            held.append(round((ev.host_ns - t) / 1e6, 2))
+        stalled = [ms for ms in held if STALL_MS[0] <= ms <= STALL_MS[1]]
+        assert not stalled, f"messages held behind the PINGRESP (delayed-ACK band {STALL_MS} ms): {held}"
+    finally:
+        sender.close()
+        host.close()
+
+
+@pytest.mark.parametrize("quickack", [True, False], ids=["tcp_quickack", "as_on_lwip"])
+def test_the_devices_keepalive_ping_does_not_hold_the_next_command(
+    device_factory: DeviceFactory, stock: StockMosquitto, host: HostMqtt, quickack: bool
+) -> None:
+    # The device's PINGREQ (every second with a 2 s keepalive) is answered by
+    # a PINGRESP, a lone small segment: left to the device's delayed ACK (40
+    # ms on Linux, lwIP's 250 ms timer), a stock broker's Nagle holds the next
+    # command behind it. The device ACKs it at once: TCP_QUICKACK, or (as on
+    # lwIP) an empty QoS 0 PUBLISH the broker answers with nothing.
+    dev = device_factory(broker=stock.info, keepalive=2, config={"mqtt": {"quickack": quickack}})
+    dev.wait_mqtt()
+    js = Journeys(dev, host, timeout=TIMEOUT)
+    clock = clock_for(dev, host)[0]
+    run = open_loop_mqtt(js, 100.0, 400, clock)  # 4 s: 4 pings
+    assert not run.lost, run.lost
+    h2d = [round(ht.hops["host_to_device"], 2) for ht in run.hop_times]
+    stalled = [ms for ms in h2d if STALL_MS[0] <= ms <= STALL_MS[1]]
+    assert not stalled, f"commands held behind the device's PINGRESP (band {STALL_MS} ms): {stalled}"

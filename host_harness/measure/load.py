@@ -20,6 +20,7 @@ from host_harness.core.hops import ClockMap
 from host_harness.core.journey import Journey, journey_from_event, set_command
 from host_harness.core.results import JourneyRun
 from host_harness.dut.device import CommandError
+from host_harness.measure import pace
 from host_harness.measure.journeys import Journeys
 from host_harness.measure.progress import Progress
 
@@ -98,15 +99,14 @@ def open_loop_mqtt(
     sent: dict[str, tuple[int, int]] = {}
     order: list[str] = []
     interval = 1e9 / rate
+    spin = pace.spin_for(interval)
     t0 = time.monotonic_ns() + 20_000_000
     for i in range(count):
         cid = js.device.ids()
         st, br = command_for(i, rng)
         payload = json.dumps(set_command(st, br, cid))
         t_int = t0 + int(i * interval)
-        delay = (t_int - time.monotonic_ns()) / 1e9
-        if delay > 0:
-            time.sleep(delay)
+        pace.until(t_int, spin)
         sent[cid] = (t_int, mq.publish(set_t, payload))
         order.append(cid)
         if progress:

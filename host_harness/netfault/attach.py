@@ -32,13 +32,14 @@ __all__ = [
 ]
 
 
-def open_link(name: str, seed: int | None = None) -> Link:
-    """A link of profile ``name``, up. ValueError for an unknown name, LinkError when it cannot be made."""
+def open_link(name: str, seed: int | None = None, log: bool = False) -> Link:
+    """A link of profile ``name``, up. ValueError for an unknown name, LinkError when it cannot be made.
+    ``log``: the delay forwarder records each packet carrying data (``Link.packets``)."""
     prof = profile(name)
     reason = unavailable_reason()
     if reason:
         raise LinkError(f"--link {name}: {reason}")
-    return Link(prof, seed=seed).up()
+    return Link(prof, seed=seed, log=log).up()
 
 
 def broker_options(link: Link | None, broker: str | None) -> dict[str, Any]:

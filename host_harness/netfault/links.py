@@ -36,6 +36,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from . import packetlog
 from .profiles import PROFILES, Profile
 
 __all__ = ["PROFILES", "Link", "LinkError", "Profile", "profile", "unavailable_reason"]
@@ -191,9 +193,10 @@ class Addresses:
 class Link:
     """A device namespace joined to the root namespace through a shaping router."""
 
-    def __init__(self, prof: Profile | str, seed: int | None = None, delay: str = "tun") -> None:
+    def __init__(self, prof: Profile | str, seed: int | None = None, delay: str = "tun", log: bool = False) -> None:
         """``delay``: "tun" (the forwarder: the profile's quantiles exactly, order kept per flow)
-        or "netem" (the kernel's, when it has it: a paretonormal fit of the median and p90)."""
+        or "netem" (the kernel's, when it has it: a paretonormal fit of the median and p90).
+        ``log``: the forwarder records each packet carrying data (read through ``packets``)."""
         if delay not in ("tun", "netem"):
             raise ValueError(f"delay must be 'tun' or 'netem', not {delay!r}")
         self.delay = delay
@@ -210,6 +213,8 @@ class Link:
         self._forwarder: subprocess.Popen[str] | None = None
         self._made: list[str] = []
         self.broker_port = 0  # a listener on broker_ip, when one was added (see attach)
+        self.log = log and delay == "tun"
+        self.packets: packetlog.Reader | None = None  # with log and a profile that delays: what the forwarder did
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -344,6 +349,11 @@ class Link:
             "seed": self.seed,
             "parent": os.getpid(),
         }
+        if self.log:
+            fd, path = tempfile.mkstemp(prefix="lightctl-link-", suffix=".packets")
+            os.close(fd)
+            config["log"] = path
+            self.packets = packetlog.Reader(Path(path))
         self._forwarder = subprocess.Popen(
             [*["ip", "netns", "exec", mid], sys.executable, "-m", "host_harness.netfault.tundelay", json.dumps(config)],
             stdin=subprocess.DEVNULL,
@@ -399,6 +409,9 @@ class Link:
         if self.root_if in self._made and _run("ip", "link", "show", self.root_if, check=False).returncode == 0:
             _run("ip", "link", "del", self.root_if, check=False)
         self._made.clear()
+        if self.packets is not None:
+            self.packets.path.unlink(missing_ok=True)
+            self.packets = None
         (OWNERS / self.tag).unlink(missing_ok=True)
         if errors:
             raise LinkError("; ".join(errors))

@@ -30,6 +30,10 @@ the DTIM / listen interval) from the forwarder's start, as an access point
 buffers frames for a sleeping station; packets from the device leave at once
 (the station wakes to send).
 
+Asked to (``log``: a file), it appends a record per packet that carried data
+(``packetlog``): when it came, when it left, and its first bytes, so a
+benchmark can tell the link's share of each journey from the rest.
+
 Run as a child process (``python -m host_harness.netfault.tundelay CONFIG``);
 it dies with its parent (PR_SET_PDEATHSIG) and prints ``ready`` once the TUN
 device is open.
@@ -38,6 +42,7 @@ device is open.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import ctypes
 import fcntl
@@ -48,10 +53,13 @@ import os
 import random
 import select
 import signal
+import socket
 import struct
 import sys
 import time
 from collections.abc import Sequence
+
+from host_harness.netfault import packetlog
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -61,6 +69,9 @@ PR_SET_TIMERSLACK = 29
 RT_PRIORITY = 10  # low among real-time tasks; the loop sleeps in select between packets
 PAIR_S = 2.0  # an answer later than this draws afresh
 STRATA = 1000  # draws per stratified block
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4  # sll_pkttype of a packet the kernel sends out of the interface
+SO_TIMESTAMPNS = 35
 MAX_QUEUE = 4096  # packets held at once; beyond that new ones are dropped, as a full buffer does
 
 Knots = Sequence[tuple[float, float]]  # (quantile 0..1, ms), quantiles rising from 0 to 1
@@ -145,6 +156,7 @@ class Scheduler:
         self.net = (int(net.network_address), int(net.netmask))
         self.last: dict[tuple[int, bytes, int], float] = {}
         self.owed: dict[tuple[int, bytes, int], tuple[float, float]] = {}  # flow -> (delay s, drawn at)
+        self.queued = False  # the last packet released left behind an earlier one of its flow
 
     def towards_device(self, pkt: bytes) -> bool:
         if len(pkt) < 20:
@@ -156,6 +168,7 @@ class Scheduler:
         t = now
         key = flow_key(pkt)
         held = self.last.get(key, 0.0)
+        self.queued = held > now
         if held > now:
             # The flow's previous packet this way is still held: this one is
             # queued behind it and leaves in the same burst, with no delay of
@@ -207,19 +220,76 @@ def _be_timely() -> str:
         return "nice"
 
 
+class Arrivals:
+    """When the kernel routed each packet into the TUN device, not when this loop woke to read it.
+
+    A packet socket on the TUN device sees every packet the kernel sends into
+    it (``PACKET_OUTGOING``), stamped by the kernel as it goes. Delays are drawn
+    from that moment, so the forwarder's own wake-up (0.1 ms and more on an
+    idle machine) is inside the delay asked for instead of added to it. Where
+    the socket cannot be had, or misses a packet, the read time stands in.
+    """
+
+    def __init__(self, dev: str) -> None:
+        self.sock: socket.socket | None = None
+        self.seen: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=MAX_QUEUE)
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            s.bind((dev, 0))
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setblocking(False)
+            self.sock = s
+        except (OSError, AttributeError):
+            pass
+
+    def _drain(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        off = time.time_ns() - time.monotonic_ns()  # the stamps are wall-clock time
+        for _ in range(1024):
+            try:
+                data, anc, _, addr = s.recvmsg(65536, socket.CMSG_SPACE(16))
+            except BlockingIOError:
+                return
+            if addr[2] != PACKET_OUTGOING:
+                continue  # what this forwarder writes back into the device
+            stamp = next((c[2] for c in anc if c[0] == socket.SOL_SOCKET and c[1] == SO_TIMESTAMPNS), None)
+            if stamp is not None and len(stamp) >= 16:
+                sec, nsec = struct.unpack("qq", stamp[:16])
+                self.seen.append((data, (sec * 1_000_000_000 + nsec - off) / 1e9))
+
+    def of(self, pkt: bytes, now: float) -> float:
+        """The kernel's time for ``pkt`` (read from the TUN device just now), else ``now``."""
+        for attempt in (0, 1):
+            if attempt or not self.seen:
+                self._drain()
+            while self.seen:
+                data, t = self.seen.popleft()
+                if data == pkt:
+                    return min(t, now)
+        return now
+
+
 def serve(config: dict[str, object]) -> None:
     fd = open_tun(str(config["dev"]))
+    arrivals = Arrivals(str(config["dev"]))
     _be_timely()
     sched = Scheduler(config, time.monotonic())
-    held: list[tuple[float, int, bytes]] = []
+    log = os.open(str(config["log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if config.get("log") else None
+    held: list[tuple[float, int, bytes, float, bool]] = []  # release at, seq, packet, arrived at, queued
     seq = 0
     print("ready", flush=True)
     while True:
         now = time.monotonic()
         while held and held[0][0] <= now:
-            _, _, pkt = heapq.heappop(held)
+            _, _, pkt, came, queued = heapq.heappop(held)
             with contextlib.suppress(OSError):  # refused (e.g. the device going down): a lost packet
                 os.write(fd, pkt)
+            if log is not None and (data := packetlog.payload(pkt)):
+                left = time.monotonic()  # when it really left, late wake-ups of this loop included
+                rec = packetlog.pack(int(came * 1e9), int(left * 1e9), sched.towards_device(pkt), queued, data)
+                os.write(log, rec)
         timeout = max(0.0, held[0][0] - now) if held else 1.0
         r, _, _ = select.select([fd], [], [], timeout)
         if not r:
@@ -233,7 +303,9 @@ def serve(config: dict[str, object]) -> None:
             if len(held) >= MAX_QUEUE:
                 continue
             seq += 1
-            heapq.heappush(held, (sched.release(pkt, now), seq, pkt))
+            came = arrivals.of(pkt, now)
+            at = sched.release(pkt, came)
+            heapq.heappush(held, (at, seq, pkt, came, sched.queued))
 
 
 def main(argv: list[str]) -> int:
