@@ -284,12 +284,13 @@ def serve(config: dict[str, object]) -> None:
         now = time.monotonic()
         while held and held[0][0] <= now:
             _, _, pkt, came, queued = heapq.heappop(held)
+            if log is not None and (data := packetlog.payload(pkt)):
+                # Recorded before it is let go, so that whoever receives it finds its record;
+                # stamped now, when it really leaves, late wake-ups of this loop included.
+                left = time.monotonic()
+                os.write(log, packetlog.pack(int(came * 1e9), int(left * 1e9), sched.towards_device(pkt), queued, data))
             with contextlib.suppress(OSError):  # refused (e.g. the device going down): a lost packet
                 os.write(fd, pkt)
-            if log is not None and (data := packetlog.payload(pkt)):
-                left = time.monotonic()  # when it really left, late wake-ups of this loop included
-                rec = packetlog.pack(int(came * 1e9), int(left * 1e9), sched.towards_device(pkt), queued, data)
-                os.write(log, rec)
         timeout = max(0.0, held[0][0] - now) if held else 1.0
         r, _, _ = select.select([fd], [], [], timeout)
         if not r:
