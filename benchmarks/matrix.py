@@ -112,13 +112,8 @@ def measure(broker: str, link_name: str, count: int, state_qos: int | None = Non
                     [j.e2e_ms for j in run.journeys],
                     [crossing(js_packets, f'"{j.id}"'.encode(), True) for j in run.journeys],
                 )
-                row.echo_split = Split(
-                    echo_ms, [crossing(echo_packets, message(i, tag).encode(), True) for i in range(len(echo_ms))]
-                )
-                row.self_split = Split(
-                    self_floor,
-                    [crossing(self_packets, message(i, tag).encode(), False) for i in range(len(self_floor))],
-                )
+                row.echo_split = floor_split(echo_ms, echo_packets, tag, out_down=True)
+                row.self_split = floor_split(self_floor, self_packets, tag, out_down=False)
             rows.append(row)
     return rows
 
@@ -139,6 +134,12 @@ class Split:
     def added_p50(self) -> str:
         found = "" if self.found == self.of else f" ({self.found} of {self.of})"
         return f"{self.added.p50:+.3f}{found}"
+
+
+def floor_split(ms: list[float], packets: list[packetlog.Packet], tag: str, out_down: bool) -> Split:
+    """A floor's round trips split at the link, message i found by its text (``floor.message``);
+    ``out_down``: it goes out towards the device (the echo floor) or from it (the self floor)."""
+    return Split(ms, [crossing(packets, message(i, tag).encode(), out_down) for i in range(len(ms))])
 
 
 def _config(link: Link | None, state_qos: int | None) -> dict[str, object]:

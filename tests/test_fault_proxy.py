@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import statistics
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from host_harness.broker.info import parse_broker_url
 from host_harness.broker.running import RunningBroker
 from host_harness.core.events import WaitTimeout
 from host_harness.dut.device import Device
-from host_harness.link.mqtt_client import HostMqtt
+from host_harness.link.mqtt_client import HostMqtt, publish_packet
 from host_harness.measure.journeys import Journeys
 from host_harness.netfault.framing import MqttFramer, mqtt_publish_payload, mqtt_publish_topic
 from host_harness.netfault.proxy import FaultProxy
@@ -135,21 +134,6 @@ def closed_by_peer(sock: socket.socket, timeout: float = TIMEOUT) -> str:
     except TimeoutError:
         raise AssertionError(f"connection still open {timeout:g} s after it should have been closed") from None
     return "eof"
-
-
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish_packet(topic: str, payload: bytes, qos: int = 0, pid: int = 1, retain: bool = False) -> bytes:
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t + (struct.pack("!H", pid) if qos else b"") + payload
-    return bytes((0x30 | (qos << 1) | int(retain),)) + _remaining(len(body)) + body
 
 
 PINGREQ = b"\xc0\x00"

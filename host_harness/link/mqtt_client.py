@@ -36,17 +36,17 @@ def ack_now(client: paho.Client) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
 
-def publish_packet(topic: str, payload: bytes, retain: bool = False) -> bytes:
-    """An MQTT 3.1.1 PUBLISH at QoS 0."""
+def publish_packet(topic: str, payload: bytes, qos: int = 0, pid: int = 1, retain: bool = False) -> bytes:
+    """An MQTT 3.1.1 PUBLISH (packet id ``pid`` when ``qos`` is not 0)."""
     t = topic.encode()
-    body = len(t).to_bytes(2, "big") + t + payload
+    body = len(t).to_bytes(2, "big") + t + (pid.to_bytes(2, "big") if qos else b"") + payload
     n, length = len(body), bytearray()
     while True:
         n, b = n >> 7, n & 0x7F
         length.append(b | (0x80 if n else 0))
         if not n:
             break
-    return bytes([0x30 | (1 if retain else 0)]) + bytes(length) + body
+    return bytes([0x30 | qos << 1 | (1 if retain else 0)]) + bytes(length) + body
 
 
 class HostMqtt:
@@ -186,7 +186,7 @@ class HostMqtt:
         """Publish; returns time.monotonic_ns() just before it was written (or handed to paho)."""
         data = payload.encode() if isinstance(payload, str) else payload
         t = time.monotonic_ns()
-        if qos == 0 and self._write_now(publish_packet(topic, data, retain)):
+        if qos == 0 and self._write_now(publish_packet(topic, data, retain=retain)):
             return t
         info = self.client.publish(topic, data, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:

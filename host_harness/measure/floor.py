@@ -56,38 +56,34 @@ def floor_ms(
     mq.subscribe(topic)
     out = []
     bar = Progress(count, "floor   ") if progress else None
+
+    def back(i: int, sent_ns: int, since: int) -> None:
+        ev = mq.log.wait_for(
+            lambda e: e.topic == topic and e.get("n") == i and e.get("r") == tag,
+            5,
+            f"message {i} back on {topic}",
+            since,
+        )
+        out.append((ev.host_ns - sent_ns) / 1e6)
+        if bar:
+            bar.update()
+
     if rate is not None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         since = mq.log.cursor
         t0 = time.monotonic_ns() + 20_000_000
         intended = [t0 + int(i * 1e9 / rate) for i in range(count)]
+        spin = pace.spin_for(1e9 / rate)
         for i, t in enumerate(intended):
-            pace.until(t, pace.spin_for(1e9 / rate))
+            pace.until(t, spin)
             mq.publish(send, message(i, tag))
         for i, t in enumerate(intended):
-            ev = mq.log.wait_for(
-                lambda e, i=i: e.topic == topic and e.get("n") == i and e.get("r") == tag,
-                5,
-                f"message {i} back on {topic}",
-                since,
-            )
-            out.append((ev.host_ns - t) / 1e6)
-            if bar:
-                bar.update()
+            back(i, t, since)
     else:
         for i in range(count):
             since = mq.log.cursor
-            t = mq.publish(send, message(i, tag))
-            ev = mq.log.wait_for(
-                lambda e, i=i: e.topic == topic and e.get("n") == i and e.get("r") == tag,
-                5,
-                f"message {i} back on {topic}",
-                since,
-            )
-            out.append((ev.host_ns - t) / 1e6)
-            if bar:
-                bar.update()
+            back(i, mq.publish(send, message(i, tag)), since)
     if bar:
         bar.close()
     return out
