@@ -389,6 +389,36 @@ def test_amqtt_lifecycle_and_restart() -> None:
     broker.stop()  # idempotent
 
 
+def test_amqtt_restart_after_its_shutdown_fails() -> None:
+    """amqtt closes its listening sockets only once its shutdown completes;
+    when that raises, the harness closes them itself, so a restart on the
+    same port binds and serves again."""
+    broker = start_broker("amqtt")
+    try:
+        assert isinstance(broker, AmqttBroker)
+        port = broker.info.port
+        client = Client(broker.info, "held").connect()  # a session still open at shutdown
+        client.mqtt.loop_stop()
+        running = broker._broker  # the failure is injected into amqtt itself
+        assert running is not None
+
+        async def fail() -> None:
+            raise RuntimeError("shutdown failed (injected)")
+
+        running.shutdown = fail  # type: ignore[method-assign]
+        broker.restart()
+        assert broker.info.port == port
+        sub = Client(broker.info, "after").connect()
+        t = topic("after-restart")
+        sub.subscribe(t)
+        sub.publish(t, b"up")
+        assert sub.next_message().payload == b"up"
+        sub.close()
+    finally:
+        broker.stop()
+    assert_not_listening(port)
+
+
 def test_context_manager_stops() -> None:
     with start_broker(prefer="amqtt") as broker:
         port = broker.info.port
