@@ -5,7 +5,7 @@ The board is a VirtualBoard (the Unix port at its REPL on a pty), linked under
 /dev and exported as a ``RawSerialPort``; the exporter serves it with ser2net
 over RFC 2217 while the place is acquired. deploy, run and monitor each acquire
 the place, find its port and release it; an exporter restart moves the port and
-the harness finds the new one; a place that cannot be used is a one-line error.
+an open link follows it to the new one; a place that cannot be used is a one-line error.
 """
 
 from __future__ import annotations
@@ -157,14 +157,14 @@ def test_the_pytest_plugin_takes_a_labgrid_place(lab: Lab, broker: RunningBroker
     assert lab.owner() is None, "pytest left the place acquired"
 
 
-def test_exporter_restart_mid_session_moves_the_port_and_the_harness_finds_it(
+def test_exporter_restart_mid_session_moves_the_port_and_the_open_link_follows_it(
     lab: Lab, broker: RunningBroker, tmp_path: Path
 ) -> None:
     deployed(lab, broker, tmp_path)
     spec = f"labgrid:{PLACE}"
     bdef = boards.load("unix")
     try:
-        dev = Device(SerialLink(spec, name="labgrid"), bdef)
+        dev = Device(SerialLink(spec, name="labgrid", reopen_timeout=60), bdef)
         first = dev.link.url
         try:
             assert first.startswith("rfc2217://127.0.0.1:") and first.endswith(labgrid_place.URL_OPTIONS)
@@ -173,28 +173,38 @@ def test_exporter_restart_mid_session_moves_the_port_and_the_harness_finds_it(
             assert Journeys(dev).via_serial("ON", 41).brightness == 41
             lab.lab.stop_exporter()  # mid-session: the place stays acquired, its ser2net goes
             assert lab.lab.live_ser2net() == [], "the stopped exporter left its ser2net running"
-            with pytest.raises(WaitTimeout, match="closed"):
-                dev.log.wait_for(lambda e: False, 10.0, "the serial link to drop with the exporter's ser2net")
-        finally:
-            dev.close()
-        # the exporter is away: the place is still ours, its port is not there
-        with pytest.raises(labgrid_place.LabgridError, match="not available: its exporter is offline"):
-            labgrid_place.resolve(spec)
-        # another place on that exporter cannot be acquired now
-        r = harness("monitor", "--device", f"labgrid:{OTHER}", *lab.lg, "--seconds", "1")
-        assert r.returncode == 2, r.stdout + r.stderr
-        assert r.stderr.count("\n") == 1 and "is its exporter running?" in r.stderr, r.stderr
 
-        lab.lab.start_exporter()
-        info = wait_booted(spec, bdef, 20)  # reopens the port: resolves the place again
-        assert info["board"] == "unix"
-        dev = Device(SerialLink(spec, name="labgrid again"), bdef)
-        try:
-            assert dev.link.url != first, "the restarted exporter's ser2net should listen on a new port"
-            dev.wait_boot(10)
+            # the exporter is away: the place is still ours, its port is not there
+            with pytest.raises(labgrid_place.LabgridError, match="not available: its exporter is offline"):
+                labgrid_place.resolve(spec, timeout=0)
+            # another place on that exporter cannot be acquired now
+            r = harness("monitor", "--device", f"labgrid:{OTHER}", *lab.lg, "--seconds", "1")
+            assert r.returncode == 2, r.stdout + r.stderr
+            assert r.stderr.count("\n") == 1 and "is its exporter running?" in r.stderr, r.stderr
+            assert dev.link.log.closed_reason is None, dev.link.log.closed_reason
+            assert any(f"waiting up to 60 s for {spec} to come back" in n for n in dev.link.noise), dev.link.noise
+
+            lab.lab.start_exporter()
+            # the same link: the write waits for the place's port to be found and opened again
             assert Journeys(dev).via_serial("OFF", 9).state == "OFF"
+            assert dev.link.reopens == 1
+            assert dev.link.url != first, "the restarted exporter's ser2net should listen on a new port"
+            assert any(f"reopened {spec} on {dev.link.url}" in n for n in dev.link.noise), dev.link.noise
         finally:
             dev.close()
+
+        # an exporter that does not come back within the link's wait: closed, saying why
+        dev = Device(SerialLink(spec, name="labgrid, short wait", reopen_timeout=1.0), bdef)
+        try:
+            assert Journeys(dev).via_serial("ON", 5).brightness == 5
+            lab.lab.stop_exporter()
+            with pytest.raises(WaitTimeout, match=r"did not come back within 1 s: .*its exporter is offline"):
+                dev.log.wait_for(lambda e: False, 20.0, "the serial link to give the place up")
+        finally:
+            dev.close()
+            lab.lab.start_exporter()
+        info = wait_booted(spec, bdef, 20)  # a new link on the place finds its port
+        assert info["board"] == "unix"
     finally:
         labgrid_place.release(PLACE)
         if lab.lab.exporter is None:  # failed while it was away: the next tests need it

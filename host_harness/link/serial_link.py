@@ -7,8 +7,10 @@ text in ``noise`` and never breaks the reader.
 
 A port that disappears (a board with native USB re-enumerates after a reset)
 is waited for: the link closes it, says so, reopens the same path when it
-exists again (within ``reopen_timeout``) and goes on reading. A write that
-fails meanwhile waits for the port to come back and is made again.
+exists again (within ``reopen_timeout``) and goes on reading. A labgrid
+place's port is waited for the same way, but found anew on the coordinator:
+a restarted exporter serves the place on another port. A write that fails
+meanwhile waits for the port to come back and is made again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import serial
 
 from host_harness.core.events import Event, EventLog
-from host_harness.dut.labgrid_place import resolve
+from host_harness.dut.labgrid_place import LabgridError, is_place, resolve
 from host_harness.link.credit import CreditWindow
 from host_harness.link.quickack import quick_acks
 
@@ -63,12 +65,14 @@ class SerialLink:
         self, url: str, baudrate: int = 115200, name: str = "serial", reopen_timeout: float = REOPEN_TIMEOUT
     ) -> None:
         self.baudrate = baudrate
+        self.spec = url  # as given: labgrid:PLACE is resolved again when its port goes
         url = resolve(url)  # labgrid:PLACE -> the place's RFC 2217 URL, found anew at each open
         self.port = _open(url, baudrate)
         quick_acks(self.port)  # RFC 2217: no 40 ms delayed ACKs against a ser2net without nodelay
         self._init_state(url, name)
-        # A port path (not a URL) that vanishes is waited for and reopened; 0 turns that off.
-        self.reopen_timeout = reopen_timeout if "://" not in url else 0.0
+        # A port path (not a URL) or a labgrid place that vanishes is waited for and reopened;
+        # 0 turns that off. Another URL (a ser2net of the user's own) is not.
+        self.reopen_timeout = reopen_timeout if "://" not in url or is_place(self.spec) else 0.0
         self._thread = threading.Thread(target=self._reader, name=f"serial-reader {url}", daemon=True)
         self._thread.start()
 
@@ -94,27 +98,41 @@ class SerialLink:
         log.warning("%s", text)
         self._line(f"[lightctl] {text}".encode(), time.monotonic_ns())
 
+    def _where(self) -> tuple[str | None, Exception | None]:
+        """Where the vanished port is now: (its URL, None), or (None, why not yet)."""
+        if is_place(self.spec):
+            try:
+                return resolve(self.spec, timeout=0), None  # one look at the coordinator
+            except LabgridError as e:  # the exporter is away, or its ser2net not started yet
+                return None, e
+        return (self.url, None) if os.path.exists(self.url) else (None, None)
+
     def _reopen(self, why: Exception) -> bool:
-        """The port vanished: wait for its path to come back and reopen it."""
+        """The port vanished: wait for it to come back (its path, or its place's port) and reopen it."""
         with self._port_cv:
             self._gone = True
         with contextlib.suppress(Exception):
             self.port.close()
+        what = self.spec if is_place(self.spec) else "it"
         self._notice(
-            f"port {self.url} disappeared ({why}); waiting up to {self.reopen_timeout:g} s for it to come back"
+            f"port {self.url} disappeared ({why}); waiting up to {self.reopen_timeout:g} s for {what} to come back"
         )
         deadline = time.monotonic() + self.reopen_timeout
         last: Exception = why
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if os.path.exists(self.url):
+            url, not_yet = self._where()
+            last = not_yet or last
+            if url is not None:
                 try:
-                    port = _open(self.url, self.baudrate)
+                    port = _open(url, self.baudrate)
                 except ConnectionError as e:  # the node is there, its driver not yet ready
                     last = e
                 else:
-                    self._notice(f"reopened {self.url}")
+                    quick_acks(port)
+                    self._notice(f"reopened {url}" if url == self.url else f"reopened {self.spec} on {url}")
                     with self._port_cv:
                         self.port = port
+                        self.url = url
                         self.reopens += 1
                         self._gone = False
                         self._port_cv.notify_all()
