@@ -3,16 +3,18 @@
 For every broker (stock: Nagle on, as users run it; tuned: set_tcp_nodelay),
 every link (``loopback``: no namespace; the packet-level profiles need root)
 and every schedule (closed loop; open loop at 10 and 100 commands/s), one
-Unix-port device runs MQTT journeys, and the floor (a paho client publishing
-to itself through the same broker, across the same link, on the same
-schedule: a closed-loop floor flatters an open-loop journey) is measured just
-before. Behind a delaying link the forwarder records what it did to each
-packet, so each journey (and each floor round trip) is split into the link's
-delay of its two packets and what the rest of the path added: paired per
-journey, where two medians of separately drawn delays differ by a millisecond
-from sampling alone. Targets checked at the end: on ``lan`` the journey within
-2x its floor at p50 and p99; on a Wi-Fi profile the journey adding at most
-1 ms to the link's own delay at p50; stock within 1.5x tuned at p50 and p99.
+Unix-port device runs MQTT journeys, and two floors are measured just before,
+across the same link and on the same schedule (a closed-loop floor flatters an
+open-loop journey): the echo floor (the journey's route with a paho responder
+in the device's place, ``floor.echo_across``) and the self floor (a paho
+client publishing to itself, one pass through the broker). Behind a delaying
+link the forwarder records what it did to each packet, so each journey (and
+each floor round trip) is split into the link's delay of its two packets and
+what the rest of the path added: paired per journey, where two medians of
+separately drawn delays differ by a millisecond from sampling alone. Targets
+checked at the end: on ``lan`` the journey within 2x its echo floor at p50 and
+p99; on a Wi-Fi profile the journey adding at most 1 ms to the link's own
+delay at p50; stock within 1.5x tuned at p50 and p99.
 
     python benchmarks/matrix.py [--count 60] [--links loopback,lan,...] [--quick]
 """

@@ -129,10 +129,12 @@ def lightctl_unread(info: BrokerInfo, heapsize: str) -> Iterator[str]:
             env=dict(os.environ, LIGHTCTL_CONFIG=str(Path(tmp) / "config.json")),
         )
         try:
-            if not online.wait(20):
-                raise TimeoutError(f"timed out after 20 s waiting for {base}/availability online")
-            watch.loop_stop()
-            watch.disconnect()
+            try:
+                if not online.wait(20):
+                    raise TimeoutError(f"timed out after 20 s waiting for {base}/availability online")
+            finally:  # the watcher's thread goes whether the light came online or not
+                watch.loop_stop()
+                watch.disconnect()
             yield base
         finally:
             children.end(proc)

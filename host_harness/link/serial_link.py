@@ -55,9 +55,11 @@ def split_event(text: str) -> tuple[str, dict[str, Any] | None]:
 
 def _open(url: str, baudrate: int) -> serial.SerialBase:
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, exclusive=None)
+        port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, exclusive=None)
     except (serial.SerialException, ValueError, OSError) as e:
         raise ConnectionError(f"cannot open serial port {url}: {e}") from e
+    quick_acks(port)  # RFC 2217: no 40 ms delayed ACKs against a ser2net without nodelay
+    return port
 
 
 class SerialLink:
@@ -68,7 +70,6 @@ class SerialLink:
         self.spec = url  # as given: labgrid:PLACE is resolved again when its port goes
         url = resolve(url)  # labgrid:PLACE -> the place's RFC 2217 URL, found anew at each open
         self.port = _open(url, baudrate)
-        quick_acks(self.port)  # RFC 2217: no 40 ms delayed ACKs against a ser2net without nodelay
         self._init_state(url, name)
         # A port path (not a URL) or a labgrid place that vanishes is waited for and reopened;
         # 0 turns that off. Another URL (a ser2net of the user's own) is not.
@@ -128,7 +129,6 @@ class SerialLink:
                 except ConnectionError as e:  # the node is there, its driver not yet ready
                     last = e
                 else:
-                    quick_acks(port)
                     self._notice(f"reopened {url}" if url == self.url else f"reopened {self.spec} on {url}")
                     with self._port_cv:
                         self.port = port

@@ -47,9 +47,7 @@ def payload(pkt: bytes) -> bytes:
     proto = pkt[9]
     if proto == 6 and len(pkt) >= ihl + 20:
         return pkt[ihl + (pkt[ihl + 12] >> 4) * 4 :]
-    if proto == 17:
-        return pkt[ihl + 8 :]
-    if proto == 1:
+    if proto in (1, 17):  # ICMP, UDP: an 8-byte header
         return pkt[ihl + 8 :]
     return b""
 

@@ -169,7 +169,7 @@ class Scheduler:
         key = flow_key(pkt)
         held = self.last.get(key, 0.0)
         self.queued = held > now
-        if held > now:
+        if self.queued:
             # The flow's previous packet this way is still held: this one is
             # queued behind it and leaves in the same burst, with no delay of
             # its own (a radio sends what is queued together; two independent

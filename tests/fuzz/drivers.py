@@ -27,9 +27,13 @@ from host_harness.dut.device import Device
 from host_harness.link.credit import split_lines
 from host_harness.link.mqtt_client import HostMqtt
 
+MAX_EXCUSED = 0.1  # of the examples: more left unjudged fails the test (see SerialFuzzer)
+
 
 class Fuzzer:
     """Sends examples to one device and checks its answers; fails fast once dead."""
+
+    excused = 0  # examples left unjudged: what the device read was not what was sent
 
     def __init__(self, device: Device, reader: MicroPythonJson, timeout: float = 10.0) -> None:
         self.dev = device
@@ -117,12 +121,9 @@ class SerialFuzzer(Fuzzer):
     every long line), left unjudged and counted; ``run`` fails when that
     happens to more than one example in ten."""
 
-    MAX_EXCUSED = 0.1  # of the examples
-
     def __init__(self, device: Device, reader: MicroPythonJson, timeout: float = 10.0) -> None:
         super().__init__(device, reader, timeout)
         self.drops = self.console_drops()
-        self.excused = 0  # examples whose bytes the console dropped
 
     def console_drops(self) -> int | None:
         """The bytes the console dropped so far; None when it does not count them."""
@@ -206,12 +207,11 @@ class MqttFuzzer(Fuzzer):
 
 def report(request: pytest.FixtureRequest, f: Fuzzer) -> None:
     request.node.user_properties.append(("fuzz_cases", f.cases))
-    excused = getattr(f, "excused", 0)
-    if excused:
-        request.node.user_properties.append(("fuzz_console_dropped", excused))
+    if f.excused:
+        request.node.user_properties.append(("fuzz_console_dropped", f.excused))
     print(
         f"{request.node.name}: {f.cases} payloads, light now {f.light}"
-        + (f", {excused} left unjudged (the console dropped their bytes)" if excused else "")
+        + (f", {f.excused} left unjudged (the console dropped their bytes)" if f.excused else "")
     )
 
 
@@ -220,7 +220,6 @@ def run(check: Callable[[], None], f: Fuzzer) -> None:
     f.check_alive()
     assert not [n for n in f.dev.link.noise if "Traceback" in n or "MemoryError" in n], f.dev.link.noise_tail(20)
     assert state_of(f.get()) == f.light.as_tuple()
-    if isinstance(f, SerialFuzzer):
-        assert f.excused <= max(3, f.cases * f.MAX_EXCUSED), (
-            f"the console dropped bytes in {f.excused} of {f.cases} examples: the device stops reading it too long"
-        )
+    assert f.excused <= max(3, f.cases * MAX_EXCUSED), (
+        f"the console dropped bytes in {f.excused} of {f.cases} examples: the device stops reading it too long"
+    )
