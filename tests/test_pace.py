@@ -45,3 +45,42 @@ def test_a_thread_woken_while_the_sender_spins_runs_before_the_spin_ends() -> No
     a.close()
     b.close()
     assert late <= 2, f"the reader ran only after the spin in {late} of 20 sends"
+
+
+def _sleeps_waking_late(monkeypatch: object, late_s: float) -> None:
+    # A machine whose sleeps wake late_s after the time asked (as an idle
+    # virtual machine's do): the real sleep, then the lateness on top.
+    real = time.sleep
+
+    def sleep(s: float) -> None:
+        real(s + late_s if s > 0 else s)
+
+    monkeypatch.setattr(pace.time, "sleep", sleep)  # type: ignore[attr-defined]
+
+
+def test_the_pacer_learns_how_late_sleeps_wake_and_sends_on_time(monkeypatch: object) -> None:
+    _sleeps_waking_late(monkeypatch, 0.003)
+    interval = 100_000_000  # 10/s: up to 5 ms of spin
+    gap = 20_000_000  # the test's own gap between sends: the pacer only knows its interval
+    pacer = pace.Pacer(interval)
+    t0 = time.monotonic_ns() + 1_000_000
+    fixed = [pace.until(t) - t for t in (t0 + i * gap for i in range(4))]
+    t0 += 4 * gap
+    learned = [pacer.until(t) - t for t in (t0 + i * gap for i in range(6))]
+    assert min(fixed) >= 2_400_000, f"the fixed spin was not late: {fixed}"
+    assert min(learned) >= 0
+    assert learned[0] >= 2_400_000, "the first sleep had nothing to learn from"
+    assert sorted(learned[1:])[3] < 500_000, f"the pacer stayed late: {learned}"
+    assert pacer.spin_ns >= 3_000_000
+    assert pacer.missed >= 1
+
+
+def test_the_pacer_spins_no_more_than_a_twentieth_of_its_interval(monkeypatch: object) -> None:
+    _sleeps_waking_late(monkeypatch, 0.003)
+    interval = 10_000_000  # 100/s: at most 0.5 ms of spin, so a 3 ms late wake is missed
+    pacer = pace.Pacer(interval)
+    t0 = time.monotonic_ns() + 1_000_000
+    lates = [pacer.until(t0 + i * interval) - (t0 + i * interval) for i in range(6)]
+    assert pacer.spin_ns == 500_000
+    assert min(lates) >= 2_000_000, lates
+    assert pacer.missed == 6

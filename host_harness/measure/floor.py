@@ -74,9 +74,9 @@ def floor_ms(
         since = mq.log.cursor
         t0 = time.monotonic_ns() + 20_000_000
         intended = [t0 + int(i * 1e9 / rate) for i in range(count)]
-        spin = pace.spin_for(1e9 / rate)
+        pacer = pace.Pacer(1e9 / rate)
         for i, t in enumerate(intended):
-            pace.until(t, spin)
+            pacer.until(t)
             mq.publish(send, message(i, tag))
         for i, t in enumerate(intended):
             back(i, t, since)

@@ -99,14 +99,14 @@ def open_loop_mqtt(
     sent: dict[str, tuple[int, int]] = {}
     order: list[str] = []
     interval = 1e9 / rate
-    spin = pace.spin_for(interval)
+    pacer = pace.Pacer(interval)
     t0 = time.monotonic_ns() + 20_000_000
     for i in range(count):
         cid = js.device.ids()
         st, br = command_for(i, rng)
         payload = json.dumps(set_command(st, br, cid))
         t_int = t0 + int(i * interval)
-        pace.until(t_int, spin)
+        pacer.until(t_int)
         sent[cid] = (t_int, mq.publish(set_t, payload))
         order.append(cid)
         if progress:
