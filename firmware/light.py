@@ -36,11 +36,15 @@ class Light:
         self.t_pin = 0
         self.seen = bytearray(_SEEN * _SLOT)
         self.seen_i = 0
+        self.key_id = None  # the id of the last recall() and its key: apply() needs the same key
+        self.key = b""
         output.write(False, self.brightness)
 
     def recall(self, cmd_id):
         """The event body of an earlier command with this id, or None."""
         key = _key(cmd_id)
+        self.key_id = cmd_id
+        self.key = key
         r = self.seen
         # The whole ring searched by one find (in C), not slot by slot: a
         # match counts only where a slot starts.
@@ -78,7 +82,7 @@ class Light:
             off = self.seen_i * _SLOT
             self.seen_i = (self.seen_i + 1) % _SEEN
             f = (1 if on else 0) | SRCS.index(src) << 1
-            memoryview(self.seen)[off : off + 8] = _key(cmd_id)
+            memoryview(self.seen)[off : off + 8] = self.key if self.key_id is cmd_id else _key(cmd_id)
             struct.pack_into("<IBBqq", self.seen, off + 8, self.seq, f, self.brightness, t_rx, t_pin)
         return self.last
 

@@ -73,6 +73,8 @@ def test_the_pacer_learns_how_late_sleeps_wake_and_sends_on_time(monkeypatch: ob
     assert sorted(learned[1:])[3] < 500_000, f"the pacer stayed late: {learned}"
     assert pacer.spin_ns >= 3_000_000
     assert pacer.missed >= 1
+    assert min(pacer.woke) >= 3_000_000  # it learned what the machine did, and says it
+    assert f"{pacer.missed} of 6 sleeps woke later" in pacer.describe()
 
 
 def test_the_pacer_spins_no_more_than_a_twentieth_of_its_interval(monkeypatch: object) -> None:

@@ -131,6 +131,9 @@ def measure(
         finally:
             bar.close()
     print(f"clock after the run: {clock.describe()}")
+    for r in runs:
+        if r.sender:
+            print(f"sender ({r.kind}, {r.schedule}): {r.sender}")
     if taps is not None and cost is not None:
         cost.missed = taps.missed
         print(f"taps: {cost.describe()}")
@@ -138,6 +141,9 @@ def measure(
         meta.update(facts.clock(clock))
         if taps is not None and cost is not None:
             meta["taps"] = f"at {', '.join(taps.names)}: {cost.describe()}"
+        for r in runs:
+            if r.sender:
+                meta["sender"] = r.sender
     return runs
 
 

@@ -19,6 +19,7 @@ class JourneyRun:
     lost: list[str] = field(default_factory=list)  # ids never confirmed
     duplicated: list[str] = field(default_factory=list)  # ids confirmed more than once
     errors: list[str] = field(default_factory=list)
+    sender: str = ""  # open loop: how the sender kept its schedule (pace.Pacer.describe)
 
     def add(self, j: Journey, clock: ClockMap) -> None:
         # Split before either list grows: a Ctrl-C between the two must not

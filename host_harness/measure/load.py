@@ -111,6 +111,7 @@ def open_loop_mqtt(
         order.append(cid)
         if progress:
             progress.update(1, "sending")
+    run.sender = pacer.describe()
     # Collect confirmations: every id once; late ones until the settle time.
     missing = set(order)
     deadline = time.monotonic() + (settle_s if settle_s is not None else max(js.timeout, 2.0))

@@ -56,6 +56,8 @@ class Pacer:
         self.spin_ns = min(SPIN_NS, self.cap)
         self.lates: deque[int] = deque(maxlen=LEARN)
         self.missed = 0  # sends whose sleep woke later than the spin could cover
+        self.woke: list[int] = []  # how late each sleep woke (ns)
+        self.most_spun = self.spin_ns
 
     def until(self, t_ns: int) -> int:
         """Return at monotonic ``t_ns`` (at once when it has passed); returns the time it returned.
@@ -69,5 +71,19 @@ class Pacer:
             late = max(0, time.monotonic_ns() - wake)
             self.missed += late > spin
             self.lates.append(late)
+            self.woke.append(late)
             self.spin_ns = min(self.cap, max(SPIN_NS, max(self.lates) + MARGIN_NS))
+            self.most_spun = max(self.most_spun, spin)
         return _spin(t_ns)
+
+    def describe(self) -> str:
+        """How late this machine's sleeps woke, and what the spin covered: one line."""
+        if not self.woke:
+            return "no send waited long enough to sleep"
+        w = sorted(self.woke)
+        p50, top = w[len(w) // 2] / 1e6, w[-1] / 1e6
+        return (
+            f"its sleeps woke {p50:.3f} ms late at p50 (max {top:.3f}; this machine's idle wake-up); "
+            f"it spun up to {self.most_spun / 1e6:.3f} ms before a send; "
+            f"{self.missed} of {len(w)} sleeps woke later than the spin covered"
+        )
