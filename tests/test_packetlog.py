@@ -55,3 +55,17 @@ def test_a_crossing_is_the_first_packet_out_and_the_first_back_after_it_left() -
     assert not c.queued
     assert crossing(pk, b'"a-12"', True) is None  # never came back
     assert crossing(pk, b'"a-2"', True) is None
+
+
+def test_together_counts_the_segments_commands_first_crossed_in() -> None:
+    pk = [
+        Packet(0, 1, True, False, b'..{"id":"c-1"}..'),
+        Packet(2, 3, False, False, b'{"id":"c-1"} report, {"id":"c-2"} as well'),  # towards the host: not counted
+        Packet(4, 5, True, False, b'{"id":"c-2"}{"id":"c-3"}{"id":"c-4"}'),  # three written apart, sent as one
+        Packet(6, 7, True, False, b'{"id":"c-2"}{"id":"c-3"}'),  # sent again: not counted again
+        Packet(8, 9, True, False, b'{"id":"c-5"}'),
+    ]
+    ids = [b'"c-%d"' % i for i in range(1, 7)]  # c-6 never crossed
+    assert packetlog.together(pk, ids) == (5, 3, 3)
+    assert packetlog.together(pk, [b'"c-1"', b'"c-5"']) == (2, 2, 1)
+    assert packetlog.together(pk, []) == (0, 0, 0)

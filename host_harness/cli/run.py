@@ -210,7 +210,7 @@ def _measure_on_device(
     kinds, board_name = checked.kinds, checked.board_name
     link_name = getattr(args, "link", None)
     with ExitStack() as stack:
-        link = stack.enter_context(attach.open_link(link_name)) if link_name else None
+        link = stack.enter_context(attach.open_link(link_name, log=True)) if link_name else None
         if link_name:
             meta["link"] = link_name
         broker_cm: Any = nullcontext(None)
@@ -268,6 +268,11 @@ def _measure_on_device(
                     said = broker_facts.sys_version(mq) if isinstance(broker, ExternalBroker) and mq else None
                     meta.update(facts.broker(broker_facts.facts(broker, said)))
                 measure(dev, mq, kinds, args, meta, runs, taps)
+                if link is not None:
+                    said = attach.batching(link, runs)
+                    if said:
+                        print(f"link: {said}")
+                        meta["link_batching"] = said
             finally:
                 if taps is not None:
                     taps.close()

@@ -13,6 +13,13 @@ Pure: given one hop's (or the whole journey's) samples in ms, look for
   it buffered at the access point until it wakes;
 * steps of **whole seconds**: something on the path polls once a second.
 
+And from a link's packet record (``batching``): commands sent apart that
+crossed towards the device **in one TCP segment**: the broker held each small
+write while its previous one was unacknowledged (Nagle on its socket to the
+device), which happens whenever the link's round trip is longer than the
+commands' spacing. No device can ACK sooner than a round trip, so only the
+broker's socket option removes it.
+
 A *step* is a minority of samples standing off a fast majority by the
 culprit's amount, with few samples in the valley between; a spread of jitter
 (a Wi-Fi link's ordinary delays) has no valley and is not called a step.
@@ -32,6 +39,7 @@ NAGLE = "nagle-delayed-ack"
 RETRANSMISSION = "retransmission"
 BEACON = "power-save"
 POLLING = "polling"
+BATCHED = "broker-batching"
 
 FIXES = {
     NAGLE: (
@@ -46,6 +54,10 @@ FIXES = {
         "turn Wi-Fi power save off on the device (MicroPython: wlan.config(pm=wlan.PM_NONE); "
         "ESP-IDF: esp_wifi_set_ps(WIFI_PS_NONE)), or lower the DTIM/listen interval"
     ),
+    BATCHED: (
+        "set TCP_NODELAY on the broker's sockets (Mosquitto: 'set_tcp_nodelay true'), "
+        "or send commands to one light further apart than the link's round trip"
+    ),
     POLLING: (
         "make the slow stage event-driven (select/poll or asyncio on the socket) instead of a loop "
         "that sleeps or times out once a second"
@@ -57,12 +69,13 @@ LABELS = {
     RETRANSMISSION: "TCP retransmission timeout",
     BEACON: "radio sleeping between beacons",
     POLLING: "polling once a second",
+    BATCHED: "the broker sending commands together",
 }
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    culprit: str  # one of NAGLE, RETRANSMISSION, BEACON, POLLING
+    culprit: str  # one of NAGLE, RETRANSMISSION, BEACON, POLLING, BATCHED
     evidence: str
     fix: str
 
@@ -172,3 +185,17 @@ def diagnose(samples_ms: Sequence[float]) -> list[Diagnosis]:
 def explain(samples_ms: Sequence[float]) -> list[str]:
     """One line per recognised culprit, each with its fix."""
     return [d.line() for d in diagnose(samples_ms)]
+
+
+def batching(commands: int, segments: int, most: int) -> Diagnosis | None:
+    """``commands`` crossed towards the device in ``segments`` TCP segments, at most ``most`` in
+    one: a diagnosis when some shared a segment though each was written on its own."""
+    if commands < 2 or segments >= commands:
+        return None
+    shared = commands - segments
+    return Diagnosis(
+        BATCHED,
+        f"{commands} commands crossed the link in {segments} TCP segments (up to {most} in one): "
+        f"the broker held {_pct(shared, commands)} back until its previous write to the device was acknowledged",
+        FIXES[BATCHED],
+    )

@@ -14,15 +14,19 @@ from typing import Any
 from host_harness.broker.info import KIND_MOSQUITTO, KIND_MOSQUITTO_TUNED, BrokerInfo
 from host_harness.broker.mosquitto import find_mosquitto
 from host_harness.broker.running import RunningBroker, free_port
+from host_harness.core.diagnose import batching as diagnose_batching
+from host_harness.core.results import JourneyRun
 from host_harness.dut.device import Device
 from host_harness.link.mqtt_client import HostMqtt
 
+from . import packetlog
 from .links import PROFILES, Link, LinkError, profile, unavailable_reason
 
 __all__ = [
     "PROFILES",
     "Link",
     "LinkError",
+    "batching",
     "broker_options",
     "device_broker",
     "open_link",
@@ -90,3 +94,19 @@ def wait_across(dev: Device, mq: HostMqtt, timeout: float = 10.0) -> None:
         f"the device's 'online' on {topic} (its subscriptions across the link)",
         0,
     )
+
+
+def batching(link: Link, runs: list[JourneyRun]) -> str | None:
+    """What the link's packet record says of how the MQTT commands of ``runs`` crossed it towards
+    the device: a diagnosis line when the broker sent some together, else a line saying each
+    went on its own; None without a record (a link that delays nothing keeps none)."""
+    if link.packets is None:
+        return None
+    ids = [j.id for r in runs if r.kind == "mqtt" for j in r.journeys]
+    if not ids:
+        return None
+    seen, segments, most = packetlog.together(link.packets.read(), [f'"{i}"'.encode() for i in ids])
+    d = diagnose_batching(seen, segments, most)
+    if d is not None:
+        return d.line()
+    return f"each of {seen} commands crossed towards the device in a TCP segment of its own"

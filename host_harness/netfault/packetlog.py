@@ -114,3 +114,20 @@ def crossing(packets: list[Packet], needle: bytes, out_down: bool) -> Crossing |
         (p for p in packets if p.down != out_down and p.arrived_ns >= out.released_ns and needle in p.payload), None
     )
     return Crossing(out, back) if back is not None else None
+
+
+def together(packets: list[Packet], needles: list[bytes]) -> tuple[int, int, int]:
+    """How the messages carrying ``needles`` first crossed towards the device: (messages seen,
+    TCP segments they took, most in one segment). A segment sent again is not counted again."""
+    left = set(needles)
+    total = len(left)
+    segments = most = 0
+    for p in packets:
+        if not p.down or not left:
+            continue
+        k = [n for n in left if n in p.payload]
+        if k:
+            segments += 1
+            most = max(most, len(k))
+            left.difference_update(k)
+    return total - len(left), segments, most

@@ -6,6 +6,7 @@ import random
 
 from host_harness.core.budgets import JourneyBudget, evaluate
 from host_harness.core.diagnose import (
+    BATCHED,
     BEACON,
     BEACON_MS,
     DELAYED_ACK_MS,
@@ -15,6 +16,7 @@ from host_harness.core.diagnose import (
     RETRANSMISSION,
     RTO_MIN_MS,
     SECOND_MS,
+    batching,
     diagnose,
     explain,
 )
@@ -122,3 +124,14 @@ def test_two_stalls_per_journey_are_nagle_not_a_beacon() -> None:
     rng = random.Random(11)
     xs = [43.0] + [2 * DELAYED_ACK_MS + 3 + 3 * rng.random() for _ in range(40)]
     assert culprits(xs) == [NAGLE]
+
+
+def test_commands_sharing_segments_are_the_broker_batching_them() -> None:
+    assert batching(300, 300, 1) is None  # each on its own
+    assert batching(1, 1, 1) is None
+    assert batching(0, 0, 0) is None
+    d = batching(300, 186, 5)
+    assert d is not None and d.culprit == BATCHED
+    assert "300 commands crossed the link in 186 TCP segments (up to 5 in one)" in d.evidence
+    assert "114 of 300 (38 %)" in d.evidence
+    assert "set_tcp_nodelay true" in d.line()
