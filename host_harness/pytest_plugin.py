@@ -54,6 +54,7 @@ from host_harness.broker.start import start_broker
 from host_harness.core import budgets
 from host_harness.core.assertions import assert_within_budget
 from host_harness.core.budgets import Budget, Verdict
+from host_harness.core.diagnose import batching
 from host_harness.core.hops import ClockMap
 from host_harness.core.results import JourneyRun
 from host_harness.dut import boards, labgrid_place
@@ -293,7 +294,7 @@ def lightctl_link(lightctl: LightctlOptions) -> Iterator[Link | None]:
     reason = attach.unavailable_reason()
     if reason:
         pytest.skip(f"--lightctl-link {lightctl.link}: {reason}")
-    with attach.open_link(lightctl.link) as link:
+    with attach.open_link(lightctl.link, log=True) as link:  # its packet record: see assert_budget
         yield link
 
 
@@ -424,13 +425,18 @@ def device_clock(device: Device, mqtt: HostMqtt) -> ClockMap:
 
 
 @pytest.fixture
-def assert_budget(latency_budget: Budget, request: pytest.FixtureRequest) -> Callable[..., Verdict]:
+def assert_budget(
+    latency_budget: Budget, request: pytest.FixtureRequest, lightctl_link: Link | None
+) -> Callable[..., Verdict]:
     """``assert_budget(run)``: fails with a waterfall naming the hop; records figures as JUnit properties.
 
     The failure shows the waterfall, not the harness's frames (AssertionError, so
     ``pytest.raises(AssertionError)`` still catches it). Figures go to the test's
     ``user_properties``: the ``<properties>`` of its ``<testcase>`` in ``--junitxml``
     (what ``record_property`` does, without its warning under the default xunit2).
+    Behind a link (``--lightctl-link``) the link's packet record is read too: commands the
+    broker sent together are a property (``mqtt.sent_together``) and, in a broken budget,
+    a diagnosis with its fix.
     """
 
     def record(name: str, value: object) -> None:
@@ -438,7 +444,14 @@ def assert_budget(latency_budget: Budget, request: pytest.FixtureRequest) -> Cal
 
     def check(run: JourneyRun, budget: Budget | None = None) -> Verdict:
         __tracebackhide__ = True
-        return assert_within_budget(run, budget or latency_budget, record)
+        also: list[str] = []
+        t = attach.together(lightctl_link, [run]) if lightctl_link is not None else None
+        if t is not None:
+            record(f"{run.kind}.sent_together", t[0] - t[1])
+            d = batching(*t)
+            if d is not None:
+                also.append(d.line())
+        return assert_within_budget(run, budget or latency_budget, record, also)
 
     return check
 

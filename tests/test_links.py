@@ -563,3 +563,28 @@ def test_a_stock_broker_sending_commands_together_across_a_slow_link_is_named_wi
     assert m and int(m.group(1)) <= 135, stock  # at least one in ten held and sent with another
     assert "the broker sending commands together" in stock and "set_tcp_nodelay true" in stock, stock
     assert tuned == "link: each of 150 commands crossed towards the device in a TCP segment of its own", tuned
+
+
+@pytest.mark.needs_process  # a pytest run of its own, its device behind a link
+@needs_mosquitto
+def test_the_plugins_broken_budget_behind_a_link_names_the_broker_sending_commands_together(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The plugin reads the link's packet record in assert_budget: the count goes in the
+    # JUnit properties, and the culprit with its fix in the failure.
+    (tmp_path / "test_rate.py").write_text(
+        "from host_harness.measure.load import open_loop_mqtt\n\n\n"
+        "def test_100_per_s(journey, device_clock, assert_budget):\n"
+        "    assert_budget(open_loop_mqtt(journey, 100, 150, device_clock))\n"
+    )
+    (tmp_path / "budget.toml").write_text("[journey.mqtt]\np50 = 16.0\n")  # stock at 100/s: ~24 ms
+    r = subprocess.run(
+        [*PYTEST, "--lightctl-link", "wifi-near", "--lightctl-broker", "mosquitto", "--lightctl-budget",
+         "budget.toml", "--junitxml", "out.xml", "test_rate.py"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == pytest.ExitCode.TESTS_FAILED, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "diagnosis: the broker sending commands together: 150 commands crossed the link in" in r.stdout, r.stdout
+    assert "set_tcp_nodelay true" in r.stdout
+    (prop,) = re.findall(r'name="mqtt.sent_together" value="(\d+)"', (tmp_path / "out.xml").read_text())
+    assert int(prop) >= 15, prop

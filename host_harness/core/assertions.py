@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from host_harness.core.budgets import Budget, Verdict, evaluate
 from host_harness.core.results import JourneyRun
@@ -24,10 +24,15 @@ def record_figures(run: JourneyRun, record: Record) -> None:
         record(f"{run.kind}.{h}.p99_ms", round(s.p99, 3))
 
 
-def assert_within_budget(run: JourneyRun, budget: Budget, record: Record | None = None) -> Verdict:
-    """Raise AssertionError with the waterfall when the budget is broken."""
+def assert_within_budget(
+    run: JourneyRun, budget: Budget, record: Record | None = None, also: Sequence[str] = ()
+) -> Verdict:
+    """Raise AssertionError with the waterfall when the budget is broken. ``also``: culprits found
+    outside the delays (a link's packet record), added to a broken budget's diagnosis."""
     __tracebackhide__ = True  # pytest: the failure is the waterfall, not this frame
     v = evaluate(run, budget.for_kind(run.kind))
+    if not v.ok:
+        v.diagnosis.extend(also)
     if record is not None:
         record_figures(run, record)
         record(f"{run.kind}.budget", "kept" if v.ok else "broken")

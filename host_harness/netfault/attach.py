@@ -31,6 +31,7 @@ __all__ = [
     "device_broker",
     "open_link",
     "profile",
+    "together",
     "unavailable_reason",
     "wait_across",
 ]
@@ -96,17 +97,25 @@ def wait_across(dev: Device, mq: HostMqtt, timeout: float = 10.0) -> None:
     )
 
 
-def batching(link: Link, runs: list[JourneyRun]) -> str | None:
-    """What the link's packet record says of how the MQTT commands of ``runs`` crossed it towards
-    the device: a diagnosis line when the broker sent some together, else a line saying each
-    went on its own; None without a record (a link that delays nothing keeps none)."""
+def together(link: Link, runs: list[JourneyRun]) -> tuple[int, int, int] | None:
+    """How the MQTT commands of ``runs`` crossed the link towards the device (``packetlog.together``:
+    commands seen, TCP segments, most in one), from the link's packet record; None without a record
+    (a link that delays nothing keeps none) or without MQTT journeys."""
     if link.packets is None:
         return None
     ids = [j.id for r in runs if r.kind == "mqtt" for j in r.journeys]
     if not ids:
         return None
-    seen, segments, most = packetlog.together(link.packets.read(), [f'"{i}"'.encode() for i in ids])
-    d = diagnose_batching(seen, segments, most)
+    return packetlog.together(link.packets.read(), [f'"{i}"'.encode() for i in ids])
+
+
+def batching(link: Link, runs: list[JourneyRun]) -> str | None:
+    """The doctor's line when the broker sent some of the commands of ``runs`` together, else a
+    line saying each went on its own; None when ``together`` has nothing to say."""
+    t = together(link, runs)
+    if t is None:
+        return None
+    d = diagnose_batching(*t)
     if d is not None:
         return d.line()
-    return f"each of {seen} commands crossed towards the device in a TCP segment of its own"
+    return f"each of {t[0]} commands crossed towards the device in a TCP segment of its own"
