@@ -1,18 +1,14 @@
-# The MQTT connection keeper (packets are built in mqtt_proto.py, the link
-# opened by mqtt_open.py). Event-driven: one reader task parses packets as
-# their bytes arrive and hands each PUBLISH to the link at once; a keepalive
-# task pings and declares the connection dead when the broker stops
-# answering; run() reconnects for good, with exponential backoff and jitter.
+# The MQTT client on one connection (packets are built in mqtt_proto.py, the
+# link opened by mqtt_open.py, kept up by mqtt_keep.py). Event-driven: one
+# reader task parses packets as their bytes arrive and hands each PUBLISH to
+# the link at once.
 # QoS 1 out: the latest unacknowledged PUBLISH per topic is kept (a newer one
 # on the same topic supersedes it: only the latest state matters) and sent
 # again with the DUP flag after a reconnect (persistent session) and when its
 # PUBACK is late.
 import asyncio
-import gc
-import os
 import struct
 import sys
-import time
 
 # Loaded at boot, before the heap fragments, for mqtt_open.py:
 from asyncio import wait_for  # noqa: F401
@@ -20,6 +16,7 @@ from asyncio.stream import Stream  # noqa: F401  # pyright: ignore[reportMissing
 from micropython import const
 
 import clock
+import mqtt_keep
 import mqtt_proto
 
 # Socket options by number (MicroPython's socket module does not name them
@@ -33,14 +30,9 @@ _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 _DUP = const(0x08)  # PUBLISH flag: sent again
-_KA_PING = const(1)  # what mqtt_proto.keepalive() returns
-_KA_DEAD = const(2)
 
 _MAX_PACKET = const(512)  # larger payloads are dropped unread (protocol.MAX_LEN)
-_RETRY_MS = const(5000)  # an unacknowledged QoS 1 PUBLISH is sent again after this
 _ACK_OWED_MAX = const(8)  # held-back PUBACKs at most (Mosquitto's window is 20)
-_BACKOFF_MS = const(250)
-_BACKOFF_MAX_MS = const(30000)
 
 
 class MQTTClient:
@@ -359,39 +351,6 @@ class MQTTClient:
             # this message caused is ACKed by an empty PUBLISH (see _pay).
             self._owed.append(0)
 
-    async def _pinger(self):
-        # Keepalive and QoS 1 retransmission timer (timeouts, not input polling).
-        ka = self.keepalive * 1000  # ms; 0: no keepalive
-        step = min(ka // 2, _RETRY_MS) if ka else _RETRY_MS
-        t = [0, 0]  # ms without a packet, ms since the last PINGREQ
-        last = time.ticks_ms()
-        seen = self.t_packet
-        while True:
-            await asyncio.sleep_ms(step)
-            now = time.ticks_ms()
-            p = self.t_packet  # changes with every packet that arrives
-            what = mqtt_proto.keepalive(t, ka, time.ticks_diff(now, last), p != seen)
-            last = now
-            seen = p
-            if what == _KA_DEAD:
-                # Half-open connection: nothing heard for 1.5 keepalives.
-                self.connected = None  # declared dead: see run()
-                if self._reader_task:
-                    self._reader_task.cancel()
-                return
-            try:
-                if self._lock.locked():
-                    continue  # a send is stuck: no pile-up; the check above ends it
-                if what == _KA_PING:
-                    await self._send(b"\xc0\x00")  # PINGREQ
-                if self._owed:
-                    await self._pay()  # held too long: the broker's PUBACK is late
-                if self._inflight:
-                    await self._resend(_RETRY_MS)
-                await self.link.on_tick()
-            except Exception:
-                return
-
     def close(self):
         # Close the link now: the socket itself, not only the stream
         # (MicroPython's Stream.close() leaves the socket to the garbage
@@ -409,50 +368,5 @@ class MQTTClient:
                     pass
 
     async def run(self):
-        # Stay connected forever: connect, serve, reconnect with backoff.
-        backoff = _BACKOFF_MS
-        while True:
-            gc.collect()  # a connection's buffers in one piece, not in fragments
-            up = False
-            try:
-                await self._open()
-                up = True
-                self.connected = True
-                backoff = _BACKOFF_MS
-                if self._inflight:
-                    await self._resend(0)  # unacknowledged before the link dropped
-                await self.link.on_connect()
-                # Up, the state, availability... published; "connected" is
-                # said once the broker has acknowledged every subscription.
-                self._subs_due = len(self.subs)
-                if not self._subs_due:
-                    self._up()
-                self._reader_task = asyncio.create_task(self._reader())
-                t = asyncio.create_task(self._pinger())
-                try:
-                    await self._reader_task
-                finally:
-                    t.cancel()
-                    self._reader_task = None
-            except asyncio.CancelledError:
-                if self.connected is not None:  # not the keepalive's doing
-                    raise
-                self.link.on_status("disconnected", "keepalive timeout")
-            except Exception as e:  # the link must never take the light down
-                why = " ".join(str(e).split()) or type(e).__name__  # one line
-                if why.isdigit():
-                    why = "[Errno %s]" % why  # an OSError with its number only
-                if self._hs and isinstance(e, ValueError):
-                    # How mbedTLS reports a certificate that does not verify.
-                    why = "tls: certificate verify failed: " + why
-                elif self._hs and "ECONNREFUSED" not in why:
-                    why = "tls: handshake failed: " + why
-                self.link.on_status("disconnected", why)
-            finally:
-                self.close()
-                self._lock = asyncio.Lock()  # not held over by a send stuck on the old link
-            if not up:
-                self._addr = None  # the next attempt resolves the name again
-            jitter = os.urandom(1)[0] * backoff // 512  # up to +50 %
-            await asyncio.sleep_ms(backoff + jitter)
-            backoff = min(backoff * 2, _BACKOFF_MAX_MS)
+        # Stay connected forever (mqtt_keep.py).
+        await mqtt_keep.run(self)

@@ -29,7 +29,7 @@ from host_harness.pytest_plugin import DeviceFactory
 
 TIMEOUT = 5.0
 RECENT_IDS = firmware_int("light", "_SEEN")  # commands remembered by id
-RETRY_S = firmware_int("mqtt", "_RETRY_MS") / 1000  # an unacknowledged PUBLISH is sent again after this
+RETRY_S = firmware_int("mqtt_keep", "_RETRY_MS") / 1000  # an unacknowledged PUBLISH is sent again after this
 DUP = 0x08  # MQTT fixed-header DUP flag
 
 
