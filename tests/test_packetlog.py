@@ -63,7 +63,7 @@ def test_together_counts_the_segments_commands_first_crossed_in() -> None:
         Packet(2, 3, False, False, b'{"id":"c-1"} report, {"id":"c-2"} as well'),  # towards the host: not counted
         Packet(4, 5, True, False, b'{"id":"c-2"}{"id":"c-3"}{"id":"c-4"}'),  # three written apart, sent as one
         Packet(6, 7, True, False, b'{"id":"c-2"}{"id":"c-3"}'),  # sent again: not counted again
-        Packet(8, 9, True, False, b'{"id":"c-5"}'),
+        Packet(8, 9, True, False, b'0"\x00\x0elight/one/set{"id": "c-5"}'),  # a length byte that is a quote mark
     ]
     ids = [b'"c-%d"' % i for i in range(1, 7)]  # c-6 never crossed
     assert packetlog.together(pk, ids) == (5, 3, 3)

@@ -16,13 +16,16 @@ median moves by a millisecond between runs of a hundred.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 HEAD = struct.Struct("<qqBH")  # arrived ns, released ns, flags, payload bytes kept
 DOWN = 1  # towards the device
 QUEUED = 2  # left behind an earlier packet of its flow, with no delay of its own
+_QUOTE = re.compile(b'"')
 KEEP = 1500  # payload bytes kept per packet: a whole Ethernet frame's worth (coalesced commands included)
 
 
@@ -117,17 +120,20 @@ def crossing(packets: list[Packet], needle: bytes, out_down: bool) -> Crossing |
 
 
 def together(packets: list[Packet], needles: list[bytes]) -> tuple[int, int, int]:
-    """How the messages carrying ``needles`` first crossed towards the device: (messages seen,
-    TCP segments they took, most in one segment). A segment sent again is not counted again."""
+    """How the messages carrying ``needles`` (quoted strings, as ``b'"an-id"'``) first crossed
+    towards the device: (messages seen, TCP segments they took, most in one segment). A segment
+    sent again is not counted again. Each packet is read once, whatever the number of needles:
+    every stretch between two of its quote marks is looked up among them."""
     left = set(needles)
     total = len(left)
     segments = most = 0
     for p in packets:
         if not p.down or not left:
             continue
-        k = [n for n in left if n in p.payload]
+        q = [m.start() for m in _QUOTE.finditer(p.payload)]
+        k = {p.payload[a : b + 1] for a, b in pairwise(q)} & left
         if k:
             segments += 1
             most = max(most, len(k))
-            left.difference_update(k)
+            left -= k
     return total - len(left), segments, most
