@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from host_harness.broker.start import start_broker
 from host_harness.core import diagnose, latency
@@ -60,7 +60,7 @@ class Row:
     split: Split | None = None  # behind a delaying link: the journeys split at the link
     echo_split: Split | None = None
     self_split: Split | None = None
-    together: tuple[int, int, int] = (0, 0, 0)  # packetlog.together of the commands: seen, segments, most
+    together: packetlog.Together = field(default_factory=lambda: packetlog.Together(0, 0, 0))  # commands' crossing
 
     @property
     def where(self) -> str:
@@ -113,9 +113,9 @@ def measure(broker: str, link_name: str, count: int, state_qos: int | None = Non
                 js_packets = packets.read()
                 row.split = Split(
                     [j.e2e_ms for j in run.journeys],
-                    [crossing(js_packets, f'"{j.id}"'.encode(), True) for j in run.journeys],
+                    [crossing(js_packets, packetlog.quoted(j.id), True) for j in run.journeys],
                 )
-                row.together = packetlog.together(js_packets, [f'"{j.id}"'.encode() for j in run.journeys])
+                row.together = packetlog.together(js_packets, [packetlog.quoted(j.id) for j in run.journeys])
                 row.echo_split = floor_split(echo_ms, echo_packets, tag, out_down=True)
                 row.self_split = floor_split(self_floor, self_packets, tag, out_down=False)
             rows.append(row)
@@ -167,7 +167,7 @@ def tables(rows: list[Row]) -> tuple[list[list[object]], list[list[object]]]:
         if r.split and r.echo_split and r.self_split:
             split.append(
                 [r.broker, r.link, r.schedule, r.split.link.p50, r.split.added_p50(), r.split.queued,
-                 r.together[0] - r.together[1], r.echo_split.added_p50(), r.self_split.added_p50()]
+                 r.together.shared, r.echo_split.added_p50(), r.self_split.added_p50()]
             )  # fmt: skip
     return main, split
 

@@ -447,7 +447,7 @@ def assert_budget(
         also: list[str] = []
         t = attach.together(lightctl_link, [run]) if lightctl_link is not None else None
         if t is not None:
-            record(f"{run.kind}.sent_together", t[0] - t[1])
+            record(f"{run.kind}.sent_together", t.shared)
             d = batching(*t)
             if d is not None:
                 also.append(d.line())

@@ -14,7 +14,6 @@ machine's sleeps wake and spins that long.
 from __future__ import annotations
 
 import time
-from collections import deque
 
 SPIN_NS = 500_000  # the last stretch before the intended time is spun, not slept
 YIELD_NS = 30_000  # and its last few µs without giving the interpreter up (a turn that does can take that long)
@@ -54,7 +53,6 @@ class Pacer:
     def __init__(self, interval_ns: float) -> None:
         self.cap = spin_for(interval_ns)
         self.spin_ns = min(SPIN_NS, self.cap)
-        self.lates: deque[int] = deque(maxlen=LEARN)
         self.missed = 0  # sends whose sleep woke later than the spin could cover
         self.woke: list[int] = []  # how late each sleep woke (ns)
         self.most_spun = self.spin_ns
@@ -70,9 +68,8 @@ class Pacer:
             time.sleep((wake - now) / 1e9)
             late = max(0, time.monotonic_ns() - wake)
             self.missed += late > spin
-            self.lates.append(late)
             self.woke.append(late)
-            self.spin_ns = min(self.cap, max(SPIN_NS, max(self.lates) + MARGIN_NS))
+            self.spin_ns = min(self.cap, max(SPIN_NS, max(self.woke[-LEARN:]) + MARGIN_NS))
             self.most_spun = max(self.most_spun, spin)
         return _spin(t_ns)
 

@@ -97,16 +97,16 @@ def wait_across(dev: Device, mq: HostMqtt, timeout: float = 10.0) -> None:
     )
 
 
-def together(link: Link, runs: list[JourneyRun]) -> tuple[int, int, int] | None:
-    """How the MQTT commands of ``runs`` crossed the link towards the device (``packetlog.together``:
-    commands seen, TCP segments, most in one), from the link's packet record; None without a record
-    (a link that delays nothing keeps none) or without MQTT journeys."""
+def together(link: Link, runs: list[JourneyRun]) -> packetlog.Together | None:
+    """How the MQTT commands of ``runs`` crossed the link towards the device (``packetlog.together``),
+    from the link's packet record; None without a record (a link that delays nothing keeps none) or
+    without MQTT journeys."""
     if link.packets is None:
         return None
     ids = [j.id for r in runs if r.kind == "mqtt" for j in r.journeys]
     if not ids:
         return None
-    return packetlog.together(link.packets.read(), [f'"{i}"'.encode() for i in ids])
+    return packetlog.together(link.packets.read(), [packetlog.quoted(i) for i in ids])
 
 
 def batching(link: Link, runs: list[JourneyRun]) -> str | None:
@@ -118,4 +118,4 @@ def batching(link: Link, runs: list[JourneyRun]) -> str | None:
     d = diagnose_batching(*t)
     if d is not None:
         return d.line()
-    return f"each of {t[0]} commands crossed towards the device in a TCP segment of its own"
+    return f"each of {t.seen} commands crossed towards the device in a TCP segment of its own"

@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 HEAD = struct.Struct("<qqBH")  # arrived ns, released ns, flags, payload bytes kept
 DOWN = 1  # towards the device
@@ -119,11 +120,28 @@ def crossing(packets: list[Packet], needle: bytes, out_down: bool) -> Crossing |
     return Crossing(out, back) if back is not None else None
 
 
-def together(packets: list[Packet], needles: list[bytes]) -> tuple[int, int, int]:
-    """How the messages carrying ``needles`` (quoted strings, as ``b'"an-id"'``) first crossed
-    towards the device: (messages seen, TCP segments they took, most in one segment). A segment
-    sent again is not counted again. Each packet is read once, whatever the number of needles:
-    every stretch between two of its quote marks is looked up among them."""
+def quoted(text: str) -> bytes:
+    """``text`` as a JSON string in a payload: the needle a command id is found by."""
+    return f'"{text}"'.encode()
+
+
+class Together(NamedTuple):
+    """How messages first crossed towards the device (``together``)."""
+
+    seen: int  # messages found
+    segments: int  # TCP segments they took
+    most: int  # most in one segment
+
+    @property
+    def shared(self) -> int:
+        """Messages that went in a segment with another one."""
+        return self.seen - self.segments
+
+
+def together(packets: list[Packet], needles: list[bytes]) -> Together:
+    """How the messages carrying ``needles`` (``quoted`` strings) first crossed towards the
+    device. A segment sent again is not counted again. Each packet is read once, whatever the
+    number of needles: every stretch between two of its quote marks is looked up among them."""
     left = set(needles)
     total = len(left)
     segments = most = 0
@@ -136,4 +154,4 @@ def together(packets: list[Packet], needles: list[bytes]) -> tuple[int, int, int
             segments += 1
             most = max(most, len(k))
             left -= k
-    return total - len(left), segments, most
+    return Together(total - len(left), segments, most)
