@@ -11,6 +11,7 @@ from micropython import const
 import board
 import clock
 import config
+import heap
 import light
 from button import Button
 from serial_link import SerialLink
@@ -37,6 +38,7 @@ class App:
         self.light = light.Light(o, board.sense(b, o))
         self.boot_id = "%02x%02x" % tuple(os.urandom(2))
         self.local_n = 0
+        self.heap = heap.Heap(cfg.get("gc") != "when_full")
         self.store = None
         # Power-on state: "off" (default), "on" or "last"; the pin is set
         # before any link is up.
@@ -118,6 +120,7 @@ class App:
             s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
         if m:
             await m.flush(p)
+        self.heap.settle()  # the change is out: collect now, not inside the next one
 
     async def on_button(self, t_edge):
         try:
@@ -175,7 +178,8 @@ class App:
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s,"rx_window":%d,"rx_dropped":%s,"fw":"%s","wifi_pm":"%s"}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d,"rx_dropped":%s,"fw":"%s","wifi_pm":"%s",'
+            '"gc_between":%d,"gc_forced":%d}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -193,6 +197,8 @@ class App:
                 _count(getattr(self.serial.console, "dropped", None)),
                 self.cfg.get("fw", ""),
                 config.wifi_pm(self.cfg),
+                self.heap.between,
+                self.heap.forced,
             )
         )
 

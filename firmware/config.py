@@ -26,6 +26,13 @@ def wifi_pm(cfg):
     return w.get("pm") or "none"
 
 
+# Garbage collection (config "gc"): "between" (default) collects once a change
+# has gone out, when what is free would not hold another command (heap.py);
+# "when_full" leaves it to MicroPython, which collects inside whatever
+# allocation finds no room.
+GC = ("between", "when_full")
+
+
 def path():
     getenv = getattr(os, "getenv", None)
     p = getenv("LIGHTCTL_CONFIG") if getenv else None
@@ -58,4 +65,6 @@ def load(p=None):
         cfg["board"] = _read_json(b)
     if wifi_pm(cfg) not in WIFI_PM:
         raise ValueError("wifi.pm must be none, min or max")
+    if cfg.setdefault("gc", GC[0]) not in GC:
+        raise ValueError("gc must be between or when_full")
     return cfg

@@ -180,6 +180,7 @@ class SerialLink:
         elif op == "info":
             protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
             gc.collect()
+            app.heap.collected()
             self.write(app.info_json(cmd_id, gc.mem_free(), gc.mem_alloc()))
         elif op is None:
             raise BadInput("no_op", "a command needs an op", cmd_id)
