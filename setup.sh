@@ -7,17 +7,19 @@ cd "$(dirname "$0")"
 
 # ser2net: the remote-serial (RFC 2217) test exports a device's pty with it.
 # nftables, iputils-ping: packet-level links (--link; loss with nft, pings to measure them).
+# tcpdump: the loopback capture that splits a journey at the wire (benchmarks/peers.py, its test).
 if { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; } \
     || { ! command -v ser2net >/dev/null && [ ! -x /usr/sbin/ser2net ]; } \
-    || { [ "$(id -u)" -eq 0 ] && { ! command -v nft >/dev/null || ! command -v ping >/dev/null; }; }; then
+    || { [ "$(id -u)" -eq 0 ] && { ! command -v nft >/dev/null || ! command -v ping >/dev/null \
+        || { ! command -v tcpdump >/dev/null && [ ! -x /usr/sbin/tcpdump ]; }; }; }; then
     if command -v apt-get >/dev/null; then
         SUDO=""
         [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
         if $SUDO true 2>/dev/null; then
-            echo "installing mosquitto, ser2net, nftables and ping (apt-get)"
+            echo "installing mosquitto, ser2net, nftables, ping and tcpdump (apt-get)"
             $SUDO apt-get update -qq
             $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients ser2net \
-                nftables iputils-ping iproute2 >/dev/null
+                nftables iputils-ping iproute2 tcpdump >/dev/null
         else
             echo "note: no root: the harness will embed the amqtt broker instead of mosquitto"
         fi

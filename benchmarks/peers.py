@@ -8,13 +8,22 @@ same command id, on a stock and a tuned Mosquitto, in closed loop and with
 commands 200 ms apart, the lights' commands interleaved. A third light, the
 naive one with each packet written whole instead of in umqtt.simple's pieces,
 is the control for what those pieces do: the first piece wakes an idle broker
-while the rest is still being written.
+while the rest is still being written. A fifth light is lightctl with config
+``"gc": "when_full"``: MicroPython collecting inside whatever allocation finds no
+room, against lightctl's own collection between commands (firmware/heap.py).
+
+Where each light's time went is split at the wire: with ``tcpdump`` and root, a
+capture on loopback stamps each command and report into and out of the broker
+(``host_harness/measure/capture.py``), so the host client, each broker pass and
+the device are told apart per journey; lightctl's reports carry its own stamps,
+which split its device part further (the Unix port's ``ticks_us`` is the host's
+monotonic clock). Without them the split is skipped with the reason.
 
 ``umqtt.simple`` is not vendored: its sdist is taken from the package index
 (checked against its sha256) into a cache folder; without the index the peer is
 skipped with the reason.
 
-    python benchmarks/peers.py [--count 100] [--spacing-ms 200]
+    python benchmarks/peers.py [--count 100] [--spacing-ms 200] [--no-capture]
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import secrets
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -50,6 +61,7 @@ from host_harness.dut import boards
 from host_harness.dut.device import open_device, unix_config
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, find_micropython
 from host_harness.image import firmware_build
+from host_harness.measure.capture import Capture, CaptureError, WirePacket, passages
 from host_harness.measure.progress import Progress
 
 UMQTT = "micropython-umqtt.simple"
@@ -105,12 +117,15 @@ def naive_light(info: BrokerInfo, base: str, heapsize: str, one_write: bool = Fa
 
 
 @contextmanager
-def lightctl_unread(info: BrokerInfo, heapsize: str) -> Iterator[str]:
+def lightctl_unread(info: BrokerInfo, heapsize: str, gc: str = "between") -> Iterator[str]:
     """lightctl's firmware run as the naive light is: its console going nowhere (as an ESP32's UART
-    that nobody reads), no harness attached; yields its base topic once it is online."""
+    that nobody reads), no harness attached; yields its base topic once it is online. ``gc``: its
+    config's garbage collection ("when_full": MicroPython's own, inside whatever allocation finds
+    no room)."""
     micropython = find_micropython()
     firmware = firmware_build.build(micropython)
     cfg = unix_config(boards.load("unix"), info, device_id=f"unread-{secrets.token_hex(2)}")
+    cfg["gc"] = gc
     base = f"{cfg['base_topic']}/{cfg['device_id']}"
     online = threading.Event()
     watch = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{cfg['device_id']}")
@@ -199,7 +214,7 @@ def _time_journeys(info: BrokerInfo, bases: list[str], n: int, spacing_s: float,
     out.send(values)
 
 
-def measure(info: BrokerInfo, bases: list[str], n: int, spacing_s: float, tag: str) -> list[latency.Summary]:
+def measure(info: BrokerInfo, bases: list[str], n: int, spacing_s: float, tag: str) -> list[list[float]]:
     """The lights' journeys interleaved (drifts of a shared machine fall on all alike), timed in a
     process of its own: in this one a thread reads lightctl's console, and its share of the GIL
     would stall the timing client."""
@@ -218,7 +233,48 @@ def measure(info: BrokerInfo, bases: list[str], n: int, spacing_s: float, tag: s
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
-    return [latency.summarize(v) for v in values]
+    return values  # per light, journey i (after the warm-up) of light k carries id f"{tag}{k}-{i + 5}"
+
+
+SPLIT = ["n", "journey", "host client", "broker, command", "device", "broker, report"]
+INSIDE = ["in -> t_rx", "t_rx -> t_tx", "t_tx -> out"]
+_STAMP = re.compile(rb'"(t_rx|t_tx)":(\d+)')
+
+
+def wire_split(packets: list[WirePacket], port: int, ids: list[str], journeys: list[float]) -> dict[str, float]:
+    """Where one light's journeys went, p50 of each part in µs, from the loopback capture: the host
+    client (its journey less the time between the command going into the broker and the report
+    coming out), each broker pass, and the device from the command's last byte in to the report's
+    out. A report carrying lightctl's stamps (``t_rx``, ``t_tx``: the Unix port's ticks_us is the
+    host's CLOCK_MONOTONIC) splits the device further: waking and reading the command, the
+    firmware's work on it, writing the report."""
+    cols: dict[str, list[float]] = {k: [] for k in SPLIT[1:] + INSIDE}
+    for cid, ms in zip(ids, journeys, strict=True):
+        needle = f'"{cid}"'.encode()
+        got = passages(packets, port, needle)
+        # the command's first copy out (to the device; a second subscriber may get one too), then
+        # the report: the first message with the id to go into the broker after that
+        c_in, c_out = (got[0].into, got[0].out) if got else (None, None)
+        if c_in is None or c_out is None:
+            continue
+        rep = next((g for g in got if g.into is not None and g.into > c_out), None)
+        if rep is None or rep.into is None or rep.out is None:
+            continue
+        r_in, r_out = rep.into, rep.out
+        cols["journey"].append(ms * 1e3)
+        cols["host client"].append(ms * 1e3 - (r_out - c_in) / 1e3)
+        cols["broker, command"].append((c_out - c_in) / 1e3)
+        cols["device"].append((r_in - c_out) / 1e3)
+        cols["broker, report"].append((r_out - r_in) / 1e3)
+        report = next((p.data for p in packets if p.dst == port and needle in p.data and p.t_ns == r_in), b"")
+        stamps = {k.decode(): int(v) * 1000 for k, v in _STAMP.findall(report)}
+        if len(stamps) == 2:
+            cols["in -> t_rx"].append((stamps["t_rx"] - c_out) / 1e3)
+            cols["t_rx -> t_tx"].append((stamps["t_tx"] - stamps["t_rx"]) / 1e3)
+            cols["t_tx -> out"].append((r_in - stamps["t_tx"]) / 1e3)
+    got = {k: statistics.median(v) for k, v in cols.items() if v}
+    got["n"] = len(cols["journey"])
+    return got
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100, help="journeys per row and device (default 100)")
     p.add_argument("--spacing-ms", type=float, default=200.0, help="the spaced schedule's gap (default 200)")
     p.add_argument("--heapsize", default=DEFAULT_HEAPSIZE)
+    p.add_argument("--no-capture", action="store_true", help="no loopback capture, no split of where the time went")
     a = p.parse_args(argv)
     try:
         umqtt_dir()
@@ -233,50 +290,89 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {UMQTT} {UMQTT_VERSION} could not be fetched from the package index ({e})")
         return 0
     schedules = [("closed loop", 0.0), (f"commands {a.spacing_ms:g} ms apart", a.spacing_ms / 1e3)]
+    names = ["umqtt.simple", "umqtt, one write", "lightctl", "lightctl, console read", "lightctl, GC when full"]
     rows: list[list[object]] = []
+    split_rows: list[list[object]] = []
+    no_capture = ""
     bar = Progress(2 * len(schedules), "peers")
     for kind in ("mosquitto-tuned", "mosquitto"):
+        broker_name = "stock" if kind == "mosquitto" else "tuned"
         with start_broker(kind) as broker:
             info = broker.info
             dev = open_device("unix", "unix", info, heapsize=a.heapsize)
+            cap: Capture | None = None
             try:
                 dev.wait_mqtt()
                 with (
                     naive_light(info, "naive", a.heapsize),
                     naive_light(info, "naive1", a.heapsize, one_write=True),
                     lightctl_unread(info, a.heapsize) as unread,
+                    lightctl_unread(info, a.heapsize, gc="when_full") as full,
                 ):
+                    if not a.no_capture:
+                        try:
+                            cap = Capture(info.port).start()
+                        except CaptureError as e:
+                            no_capture = str(e)
+                    done: list[tuple[str, str, list[list[float]]]] = []
                     for label, gap in schedules:
-                        lights = ["naive", "naive1", unread, dev.base]
-                        n, n1, u, o = measure(info, lights, a.count, gap, f"{kind[-5:]}{gap:g}-")
+                        lights = ["naive", "naive1", unread, dev.base, full]
+                        tag = f"{kind[-5:]}{gap:g}-"
+                        values = measure(info, lights, a.count, gap, tag)
+                        done.append((label, tag, values))
+                        n, n1, u, o, f = (latency.summarize(v) for v in values)
                         bar.update(1)
                         rows.append(
                             [
-                                f"{'stock' if kind == 'mosquitto' else 'tuned'}, {label}",
+                                f"{broker_name}, {label}",
                                 f"{n.p50:.3f} / {n.p99:.3f}",
                                 f"{n1.p50:.3f} / {n1.p99:.3f}",
                                 f"{u.p50:.3f} / {u.p99:.3f}",
                                 f"{u.p50 / n.p50:.2f}x / {u.p99 / n.p99:.2f}x",
                                 f"{o.p50:.3f} / {o.p99:.3f}",
+                                f"{f.p50:.3f} / {f.p99:.3f}",
+                                f"{u.p50 / f.p50:.2f}x / {u.p99 / f.p99:.2f}x",
                             ]
                         )
+                    if cap is not None:
+                        cap.stop()
+                        packets = cap.packets()
+                        for label, tag, values in done:
+                            for k, name in enumerate(names):
+                                ids = [f"{tag}{k}-{i + 5}" for i in range(len(values[k]))]
+                                got = wire_split(packets, info.port, ids, values[k])
+                                split_rows.append(
+                                    [f"{broker_name}, {label}", name]
+                                    + [f"{got[c]:.0f}" if c in got else "" for c in SPLIT + INSIDE]
+                                )
             finally:
+                if cap is not None:
+                    cap.close()
                 dev.close()
     bar.close()
-    print(
-        render(
-            ["broker, schedule", "umqtt.simple", "umqtt, one write", "lightctl", "lightctl / umqtt",
-             "lightctl, console read"],
-            rows,
-        )
-    )  # fmt: skip
+    print(render(["broker, schedule", *names[:3], "lightctl / umqtt", *names[3:], "GC between / when full"], rows))
     print(
         "ms, p50 / p99; one paho client per light (in a process of its own) timing set -> state with the same id,"
         "\nthe lights' commands interleaved; umqtt, one write: the same light with each packet written whole"
         "\ninstead of in umqtt.simple's four pieces; lightctl: its console going nowhere, as the naive light's"
         "\n(and an ESP32's UART nobody reads); console read: lightctl with the harness reading its console line"
-        "\nper change (its reader wakes beside the broker); ratio <= 1: lightctl as fast or faster"
+        '\nper change (its reader wakes beside the broker); GC when full: lightctl with config "gc": "when_full"'
+        "\n(MicroPython collects inside whatever allocation finds no room; lightctl collects between commands);"
+        "\nratio <= 1: lightctl as fast or faster"
     )
+    print()
+    if split_rows:
+        print(render(["broker, schedule", "light", *SPLIT, *INSIDE], split_rows))
+        print(
+            "where the time went: µs, p50 of each part over the same journeys (medians do not add up), from a"
+            "\npacket capture on loopback; n: journeys whose four packets (command and report, each into and out"
+            "\nof the broker) the capture holds; host client: the journey less command into the broker -> report"
+            "\nout of it; broker: into it -> out of it; device: command out of the broker -> the report's last"
+            "\nbyte into it; lightctl's own stamps split the device: in -> t_rx (waking, reading the command),"
+            "\nt_rx -> t_tx (decode, check, apply, the report formed), t_tx -> out (writing the report)"
+        )
+    else:
+        print(f"where the time went: not split ({no_capture or 'capture off (--no-capture)'})")
     return 0
 
 
