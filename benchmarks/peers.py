@@ -10,7 +10,7 @@ naive one with each packet written whole instead of in umqtt.simple's pieces,
 is the control for what those pieces do: the first piece wakes an idle broker
 while the rest is still being written. A fifth light is lightctl with config
 ``"gc": "when_full"``: MicroPython collecting inside whatever allocation finds no
-room, against lightctl's own collection between commands (firmware/heap.py).
+room, against lightctl's own collection between commands (``App.settle``).
 
 Where each light's time went is split at the wire: with ``tcpdump`` and root, a
 capture on loopback stamps each command and report into and out of the broker

@@ -11,7 +11,6 @@ from micropython import const
 import board
 import clock
 import config
-import heap
 import light
 from button import Button
 from serial_link import SerialLink
@@ -20,7 +19,8 @@ VERSION = "0.1.0"
 _PRESSES = const(64)  # simulated presses queued at most (a count: no RAM per press); more: busy
 _RESTART_MS = const(500)  # a failed task's first restart delay; doubled per failure
 _RESTART_MAX_MS = const(30000)
-_HEALTHY_MS = const(60000)  # a task that ran this long before failing starts again at _RESTART_MS
+_HEALTHY_MS = const(60000)
+_GC_NEED = const(2048)  # a cycle between changes allocates at least this much (a first guess)  # a task that ran this long before failing starts again at _RESTART_MS
 
 
 class App:
@@ -38,7 +38,11 @@ class App:
         self.light = light.Light(o, board.sense(b, o))
         self.boot_id = "%02x%02x" % tuple(os.urandom(2))
         self.local_n = 0
-        self.heap = heap.Heap(cfg.get("gc") != "when_full")
+        self.gc_on = cfg.get("gc") != "when_full"  # else only counted (see settle)
+        self.gc_between = 0  # collections made by settle
+        self.gc_forced = 0  # changes in whose cycle MicroPython had to collect by itself
+        self.gc_need = _GC_NEED  # the most one cycle between changes allocated, or did not fit in
+        self.gc_free = 0  # free after the last change (0: not known)
         self.store = None
         # Power-on state: "off" (default), "on" or "last"; the pin is set
         # before any link is up.
@@ -120,7 +124,36 @@ class App:
             s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
         if m:
             await m.flush(p)
-        self.heap.settle()  # the change is out: collect now, not inside the next one
+        self.settle()  # the change is out: collect now, not inside the next one
+
+    def settle(self):
+        # Garbage is collected between commands, not inside one. MicroPython
+        # collects when an allocation finds no room: inside whatever runs
+        # then, often a command on its way to the pin and back. A cycle from
+        # one change to the next allocates some kilobytes (a coroutine frame
+        # per await, the decoded command, the reports), and in an ESP32-sized
+        # heap only a few cycles' worth is free, so 2 cycles in 5 paid for a
+        # collection (0.1-0.2 ms on the Unix port, longer on an ESP32), often
+        # before the report went out. Once a change is out, the heap is
+        # collected if what is free would not hold two of the largest cycles
+        # seen: on a large heap seldom, in 80 KiB after nearly every change.
+        f = gc.mem_free()
+        last = self.gc_free
+        if last:
+            if f > last + 512:
+                # More free than after the last change: a collection came in
+                # between. The cycle did not fit in what was free (a heap in
+                # fragments holds less than its free total): ask for more.
+                self.gc_forced += 1
+                if last + 512 > self.gc_need:
+                    self.gc_need = last + 512
+            elif last - f > self.gc_need:
+                self.gc_need = last - f
+        if self.gc_on and f < 2 * self.gc_need:
+            gc.collect()
+            self.gc_between += 1
+            f = gc.mem_free()
+        self.gc_free = f
 
     async def on_button(self, t_edge):
         try:
@@ -178,8 +211,7 @@ class App:
         return (
             '{"ev":"info","id":"%s","version":"%s","board":"%s","platform":"%s",'
             '"device_id":"%s","base_topic":"%s","ticks_period":%d,"ticks":%d,"mem_free":%d,"mem_alloc":%d,'
-            '"mqtt":"%s","simulated":%s,"rx_window":%d,"rx_dropped":%s,"fw":"%s","wifi_pm":"%s",'
-            '"gc_between":%d,"gc_forced":%d}'
+            '"mqtt":"%s","simulated":%s,"rx_window":%d,"rx_dropped":%s,"fw":"%s","wifi_pm":"%s"}'
             % (
                 cmd_id or "",
                 VERSION,
@@ -197,8 +229,6 @@ class App:
                 _count(getattr(self.serial.console, "dropped", None)),
                 self.cfg.get("fw", ""),
                 config.wifi_pm(self.cfg),
-                self.heap.between,
-                self.heap.forced,
             )
         )
 

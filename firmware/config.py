@@ -26,13 +26,6 @@ def wifi_pm(cfg):
     return w.get("pm") or "none"
 
 
-# Garbage collection (config "gc"): "between" (default) collects once a change
-# has gone out, when what is free would not hold another command (heap.py);
-# "when_full" leaves it to MicroPython, which collects inside whatever
-# allocation finds no room.
-GC = ("between", "when_full")
-
-
 def path():
     getenv = getattr(os, "getenv", None)
     p = getenv("LIGHTCTL_CONFIG") if getenv else None
@@ -65,6 +58,7 @@ def load(p=None):
         cfg["board"] = _read_json(b)
     if wifi_pm(cfg) not in WIFI_PM:
         raise ValueError("wifi.pm must be none, min or max")
-    if cfg.setdefault("gc", GC[0]) not in GC:
+    # "gc": "between" (default; App.settle) or "when_full" (MicroPython's own)
+    if cfg.get("gc", "between") not in ("between", "when_full"):
         raise ValueError("gc must be between or when_full")
     return cfg

@@ -180,8 +180,15 @@ class SerialLink:
         elif op == "info":
             protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
             gc.collect()
-            app.heap.collected()
+            app.gc_free = 0  # not a collection settle should count
             self.write(app.info_json(cmd_id, gc.mem_free(), gc.mem_alloc()))
+        elif op == "heap":
+            # The collections counted (App.settle) and the heap as it is;
+            # apart from info, whose line is long enough for a 115200-baud
+            # console already.
+            protocol.unknown_fields(obj, PLAIN_FIELDS, cmd_id)
+            self.write('{"ev":"heap","id":"%s","mem_free":%d,"gc_between":%d,"gc_forced":%d}' % (
+                cmd_id or "", gc.mem_free(), app.gc_between, app.gc_forced))
         elif op is None:
             raise BadInput("no_op", "a command needs an op", cmd_id)
         else:

@@ -28,7 +28,14 @@ class CommandError(RuntimeError):
         super().__init__(f"device refused command {event.get('id')!r}: {event.get('code')}: {event.get('msg')}")
 
 
-REPLY_KIND = {"set": ("change",), "get": ("state",), "ping": ("pong",), "info": ("info",), "press": ("ack",)}
+REPLY_KIND = {
+    "set": ("change",),
+    "get": ("state",),
+    "ping": ("pong",),
+    "info": ("info",),
+    "press": ("ack",),
+    "heap": ("heap",),
+}
 
 
 def unix_config(

@@ -29,7 +29,7 @@ from typing import Any
 from host_harness.core.events import WaitTimeout
 
 NUDGE_S = 0.25  # a lone line end while a line longer than the window is unanswered
-REPLY_KINDS = frozenset({"pong", "state", "ack", "info"})
+REPLY_KINDS = frozenset({"pong", "state", "ack", "info", "heap"})
 CTRL_C = 3
 
 

@@ -26,7 +26,7 @@ from host_harness.measure.soak_inputs import Generator, Item, dumps_line
 from host_harness.measure.soak_result import HeapSample, SoakResult
 
 WINDOW = 4096  # events kept per log: a batch is checked right after its barrier
-ANSWERS = ("change", "error", "pong", "state", "info", "ack")
+ANSWERS = ("change", "error", "pong", "state", "info", "ack", "heap")
 
 
 class Soak:

@@ -26,14 +26,14 @@ MAX_BRACKETS = firmware_int("protocol", "MAX_BRACKETS")  # more "[" and "{" than
 ID_CHARS = string.ascii_letters + string.digits + str(firmware_constant("protocol", "_ID_PUNCT"))
 CTRL_C = b"\x03"
 LINE_END = re.compile(rb"[\r\n]")
-ANSWERS = ("change", "error", "pong", "state", "info", "ack")
+ANSWERS = ("change", "error", "pong", "state", "info", "ack", "heap")
 
 
 @dataclass(frozen=True)
 class Expect:
     """The one answer a line or payload must get."""
 
-    kind: str  # "error", "change", "pong", "state", "info", "ack"
+    kind: str  # "error", "change", "pong", "state", "info", "ack", "heap"
     code: str | None = None  # for errors; None: an error of any code
     cid: str | None = None  # the valid command id the answer carries
     state: bool | None = None  # for a change: what was asked
@@ -190,7 +190,7 @@ def judge_serial_line(line: bytes, reader: MicroPythonJson) -> Expect:
         return Expect("error", "bad_id")
     cid = i
     op = obj.get("op")
-    plain = {"get": "state", "info": "info", "press": "ack"}
+    plain = {"get": "state", "info": "info", "press": "ack", "heap": "heap"}
     if isinstance(op, str) and op == "set":
         return _state_fields(obj, ("op", "id", "state", "brightness"), cid)
     if isinstance(op, str) and op == "ping":
