@@ -157,6 +157,14 @@ def lightctl_unread(info: BrokerInfo, heapsize: str, gc: str = "between") -> Ite
                 proc.stdin.close()
 
 
+WARM_UP = 5  # journeys per light before those that count
+
+
+def journey_id(tag: str, light: int, i: int) -> str:
+    """The command id of journey ``i`` (warm-up included) of light number ``light``."""
+    return f"{tag}{light}-{i}"
+
+
 class Timer:
     """One paho client: publishes ``set`` with an id, stamps the ``state`` carrying that id."""
 
@@ -196,15 +204,15 @@ class Timer:
 
 
 def _time_journeys(info: BrokerInfo, bases: list[str], n: int, spacing_s: float, tag: str, out: Connection) -> None:
-    """In a process of its own: n journeys per light (after 5 to warm up), the lights in turn, each
+    """In a process of its own: n journeys per light (after WARM_UP to warm up), the lights in turn, each
     light's commands ``spacing_s`` apart (0: closed loop); timed by one paho client per light."""
     timers = [Timer(info, b) for b in bases]
     values: list[list[float]] = [[] for _ in bases]
     try:
-        for i in range(n + 5):
+        for i in range(n + WARM_UP):
             for k, timer in enumerate(timers):
-                ms = timer.journey(f"{tag}{k}-{i}", "ON" if i % 2 == 0 else "OFF")
-                if i >= 5:  # warm-up
+                ms = timer.journey(journey_id(tag, k, i), "ON" if i % 2 == 0 else "OFF")
+                if i >= WARM_UP:
                     values[k].append(ms)
                 if spacing_s:
                     time.sleep(spacing_s / len(timers))  # the schedule: each light's commands this far apart
@@ -233,7 +241,7 @@ def measure(info: BrokerInfo, bases: list[str], n: int, spacing_s: float, tag: s
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
-    return values  # per light, journey i (after the warm-up) of light k carries id f"{tag}{k}-{i + 5}"
+    return values  # per light, after its warm-up
 
 
 SPLIT = ["n", "journey", "host client", "broker, command", "device", "broker, report"]
@@ -339,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                         packets = cap.packets()
                         for label, tag, values in done:
                             for k, name in enumerate(names):
-                                ids = [f"{tag}{k}-{i + 5}" for i in range(len(values[k]))]
+                                ids = [journey_id(tag, k, WARM_UP + i) for i in range(len(values[k]))]
                                 got = wire_split(packets, info.port, ids, values[k])
                                 split_rows.append(
                                     [f"{broker_name}, {label}", name]

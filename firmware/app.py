@@ -19,8 +19,9 @@ VERSION = "0.1.0"
 _PRESSES = const(64)  # simulated presses queued at most (a count: no RAM per press); more: busy
 _RESTART_MS = const(500)  # a failed task's first restart delay; doubled per failure
 _RESTART_MAX_MS = const(30000)
-_HEALTHY_MS = const(60000)
-_GC_NEED = const(2048)  # a cycle between changes allocates at least this much (a first guess)  # a task that ran this long before failing starts again at _RESTART_MS
+_HEALTHY_MS = const(60000)  # a task that ran this long before failing starts again at _RESTART_MS
+_GC_NEED = const(2048)  # a cycle between changes allocates at least this much (a first guess)
+_GC_FREED = const(512)  # more free than this since the last change: only a collection frees that much
 
 
 class App:
@@ -140,13 +141,13 @@ class App:
         f = gc.mem_free()
         last = self.gc_free
         if last:
-            if f > last + 512:
+            if f > last + _GC_FREED:
                 # More free than after the last change: a collection came in
                 # between. The cycle did not fit in what was free (a heap in
                 # fragments holds less than its free total): ask for more.
                 self.gc_forced += 1
-                if last + 512 > self.gc_need:
-                    self.gc_need = last + 512
+                if last + _GC_FREED > self.gc_need:
+                    self.gc_need = last + _GC_FREED
             elif last - f > self.gc_need:
                 self.gc_need = last - f
         if self.gc_on and f < 2 * self.gc_need:

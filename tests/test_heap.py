@@ -47,7 +47,7 @@ def test_the_heap_is_collected_between_commands_not_inside_them(
 ) -> None:
     """In an ESP32-sized heap a few commands fill what is free. MicroPython then collects inside
     whichever allocation finds no room, often a command on its way to the pin and back; the
-    firmware collects after a change has gone out instead. Its info counts both: collections it
+    firmware collects after a change has gone out instead. Its heap op counts both: collections it
     made between commands, and cycles in which MicroPython had to collect by itself, which must
     not happen once."""
     dev = device_factory(heapsize=DEFAULT_HEAPSIZE) if lightctl.unix else device_factory()
