@@ -98,7 +98,8 @@ class App:
                     await origin.report(body)
                 return
         body = self.light.apply(cmd_id or self.new_id(src), src, state, bri, t_rx, cmd_id is not None)
-        body = await self._sensed(body)
+        if self.light.sense:  # (no coroutine made without one)
+            body = await self._sensed(body)
         if self.store:
             self.store.flag.set()  # written to flash a little later
         await self._tell(body, origin)
@@ -119,10 +120,10 @@ class App:
         m = self.mqtt
         s = self.serial
         if origin is s:
-            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+            s.write('{"ev":"change",%s,"t_tx":%d}\n' % (body, clock.now()))
         p = m.post(body, False, origin is m) if m else None
         if origin is not s:
-            s.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+            s.write('{"ev":"change",%s,"t_tx":%d}\n' % (body, clock.now()))
         if m:
             await m.flush(p)
         self.settle()  # the change is out: collect now, not inside the next one

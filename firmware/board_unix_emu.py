@@ -137,4 +137,5 @@ class EmuConsole(Console):
     def write(self, s):
         super().write(s)
         if self.paced:
-            time.sleep_us((len(s) + 1) * self.byte_us)  # the whole loop waits, as on a board
+            n = len(s) + (0 if s.endswith("\n") else 1)
+            time.sleep_us(n * self.byte_us)  # the whole loop waits, as on a board

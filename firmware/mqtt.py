@@ -76,6 +76,9 @@ class MQTTClient:
         self._reader_task = None
         self._hs = False  # in a TLS handshake
         self.buf = bytearray(_MAX_PACKET)  # each incoming packet is read into it
+        self.mv = memoryview(self.buf)
+        self._tk = None  # the last topic put() sent on, and (_tv) its encoding
+        self._tv = b""
 
     # A packet is written whole and at once (StreamWriter.write is synchronous:
     # what the socket does not take waits in the stream's out_buf), unless
@@ -90,15 +93,24 @@ class MQTTClient:
             return pkt
         w.write(pkt)
 
-    async def flush(self, pkt=None):
+    def idle(self):
+        # Connected, and nothing waits in the stream to be sent.
+        w = self._w
+        return w is not None and not w.out_buf
+
+    def flush(self, pkt=None):
         # Send a packet _write could not, and drain what the socket has not
-        # taken yet. Yields at least once, as a drain does.
+        # taken yet: an awaitable that yields at least once, as a drain
+        # does. With nothing to send, asyncio's sleep_ms(0), which is
+        # allocated once: no coroutine per report.
         w = self._w
         if w is None:
             raise OSError("not connected")
         if pkt is None and not w.out_buf:
-            await asyncio.sleep_ms(0)
-            return
+            return asyncio.sleep_ms(0)
+        return self._drain(w, pkt)
+
+    async def _drain(self, w, pkt):
         async with self._lock:
             if self._w is not w:
                 raise OSError("not connected")
@@ -109,20 +121,36 @@ class MQTTClient:
     async def _send(self, pkt):
         await self.flush(self._write(pkt))
 
-    async def _fill(self, n):
-        # n bytes into the preallocated buffer: no allocation per packet but a
-        # small memoryview. More than the buffer holds are read and dropped
-        # (what a packet of no interest or a payload too long gets). What has
-        # arrived already (in the socket or inside the TLS layer) is read at
-        # once, without a round trip through the scheduler's poll: on a TLS
-        # socket that poll cannot see bytes mbedTLS holds decrypted.
+    def _got(self, n):
+        # Of n bytes (at most _MAX_PACKET), how many have arrived already (in
+        # the socket or inside the TLS layer), read into the buffer now:
+        # without a round trip through the scheduler's poll (on a TLS socket
+        # that poll cannot see bytes mbedTLS holds decrypted), and without a
+        # coroutine when they are all there (a command's body, as a rule).
         r = self._w
         if r is None:
             raise OSError("not connected")
-        mv = memoryview(self.buf)
+        i = 0
+        while i < n:
+            k = r.s.readinto(self.mv[i:n])
+            if k is None:
+                break
+            if not k:
+                raise EOFError
+            i += k
+        return i
+
+    async def _fill(self, n, i=0):
+        # n bytes into the preallocated buffer (i of them read already): no
+        # allocation per packet but a small memoryview. More than the buffer
+        # holds are read and dropped (what a packet of no interest or a
+        # payload too long gets).
+        r = self._w
+        if r is None:
+            raise OSError("not connected")
+        mv = self.mv
         while n:
             m = min(n, _MAX_PACKET)
-            i = 0
             while i < m:
                 k = r.s.readinto(mv[i:m])
                 if k is None:
@@ -133,12 +161,15 @@ class MQTTClient:
                     raise EOFError
                 i += k
             n -= m
+            i = 0
 
     async def _read_packet(self):
         # The type byte and the first length byte in one read (every packet
         # has both), then any further length bytes: a read less per packet.
         buf = self.buf
-        await self._fill(2)
+        i = self._got(2)
+        if i < 2:
+            await self._fill(2, i)
         t = clock.now()
         hdr = buf[0]
         b = buf[1]
@@ -178,14 +209,17 @@ class MQTTClient:
             raise OSError("not connected")
         if isinstance(msg, str):
             msg = msg.encode()
+        if topic is not self._tk:  # the topic as MQTT sends it, made once per topic in a row
+            self._tv = mqtt_proto._str(topic)
+            self._tk = topic
         if qos:
             pid = self._pid = self._pid % 65535 + 1
-            pkt = mqtt_proto.publish(topic, msg, retain, pid)
+            pkt = mqtt_proto.publish(self._tv, msg, retain, pid)
             # Kept until its PUBACK; supersedes an older one on this topic.
             self._inflight[topic] = [pid, pkt, clock.now()]
         else:
             ack = self._acking if answers else 0
-            pkt = mqtt_proto.publish(topic, msg, retain, 0, ack)
+            pkt = mqtt_proto.publish(self._tv, msg, retain, 0, ack)
             if ack:
                 self._acking = 0  # only once it is in a packet: a MemoryError leaves it owed
         return self._write(pkt)
@@ -273,7 +307,7 @@ class MQTTClient:
         if not n:
             if self.will:
                 # ("/" + "ack": strings the firmware has, no new qstr)
-                await self._send(mqtt_proto.publish(self.will[0] + "/" + "ack", b"", False, 0))
+                await self._send(mqtt_proto.publish(mqtt_proto._str(self.will[0] + "/" + "ack"), b"", False, 0))
             return
         pkt = bytearray(4 * n)  # the PUBACKs back to back
         i = 0
@@ -303,7 +337,9 @@ class MQTTClient:
         topic = None
         pid = 0
         if n <= _MAX_PACKET:
-            await self._fill(n)
+            i = self._got(n)
+            if i < n:
+                await self._fill(n, i)
             if n < 2:
                 raise OSError("bad PUBLISH")
             tl = buf[0] << 8 | buf[1]

@@ -27,6 +27,7 @@
 # small segment that a broker with Nagle's algorithm on (Mosquitto's
 # default) puts in front of the next command until the device's TCP ACK of
 # it has crossed the link: one round trip per command on Wi-Fi.
+import asyncio
 import gc
 import sys
 
@@ -133,7 +134,15 @@ class MqttLink:
         gc.collect()
         self.app.serial.write('{"ev":"error","code":"internal","msg":"MemoryError: report lost","src":"mqtt"}')
 
-    async def flush(self, p=None):
+    def flush(self, p=None):
+        # An awaitable that sends what post() could not and drains the
+        # stream; it never raises. With nothing left to send (as a rule),
+        # asyncio's yield, allocated once: no coroutine made per report.
+        if p is None and self.client.idle():
+            return asyncio.sleep_ms(0)
+        return self._drain(p)
+
+    async def _drain(self, p):
         try:
             await self.client.flush(p)
         except MemoryError:

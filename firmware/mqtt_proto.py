@@ -39,26 +39,30 @@ def _remaining(n):
             return out
 
 
-def publish(topic, msg, retain, id, ack=0):
-    # A PUBLISH: QoS 1 with packet id id (a bytearray, kept for a resend:
-    # one allocation), or QoS 0 when id is 0, then (QoS 0 only) the PUBACK
-    # of packet id ack when ack is not 0: both go out in one write.
-    t = _str(topic)
-    hdr = _PUBLISH | (_RETAIN if retain else 0)
-    if not id and not ack:
-        return bytes((hdr,)) + _remaining(len(t) + len(msg)) + t + msg
+def publish(t, msg, retain, id, ack=0):
+    # A PUBLISH of msg on topic t (as _str encodes it): QoS 1 with packet id
+    # id, or QoS 0 when id is 0, then (QoS 0 only) the PUBACK of packet id
+    # ack when ack is not 0: both go out in one write. One allocation, the
+    # packet (a bytearray, kept for a resend at QoS 1).
     q = 2 if id else 0
-    rem = _remaining(len(t) + q + len(msg))
-    i = 1 + len(rem) + len(t)
+    n = len(t) + q + len(msg)
+    if n > _MAX_VARINT:
+        raise ValueError("remaining length out of range")
+    r = 1
+    while n >> 7 * r:
+        r += 1
+    i = 1 + r + len(t)
     end = i + q + len(msg)
-    pkt = bytearray(end + (0 if id else 4))
-    pkt[0] = hdr | (_QOS1 if id else 0)
-    pkt[1 : 1 + len(rem)] = rem
-    pkt[1 + len(rem) : i] = t
+    pkt = bytearray(end + (4 if ack and not id else 0))
+    pkt[0] = _PUBLISH | (_RETAIN if retain else 0) | (_QOS1 if id else 0)
+    for k in range(1, r + 1):  # the remaining length, 7 bits a byte
+        pkt[k] = n & 0x7F | (0x80 if k < r else 0)
+        n >>= 7
+    pkt[1 + r : i] = t
     if id:
         struct.pack_into("!H", pkt, i, id)
     pkt[i + q : end] = msg
-    if not id:
+    if ack and not id:
         struct.pack_into("!BBH", pkt, end, _PUBACK, 2, ack)
     return pkt
 

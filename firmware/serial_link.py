@@ -73,11 +73,14 @@ class Console:
     def write(self, s):
         # One write per line: each write wakes the host's reader (on the Unix
         # port, a system call on a pty); a line in two pieces wakes it twice.
-        try:
-            s += "\n"
-        except MemoryError:  # no room for the copy: the newline on its own
-            sys.stdout.write(s)
-            s = "\n"
+        # A line made with its newline (a change, every command) is written
+        # as it is: no copy.
+        if not s.endswith("\n"):
+            try:
+                s += "\n"
+            except MemoryError:  # no room for the copy: the newline on its own
+                sys.stdout.write(s)
+                s = "\n"
         sys.stdout.write(s)
 
 
@@ -99,7 +102,7 @@ class SerialLink:
         self.console.write(s)
 
     async def report(self, body):
-        self.write('{"ev":"change",%s,"t_tx":%d}' % (body, clock.now()))
+        self.write('{"ev":"change",%s,"t_tx":%d}\n' % (body, clock.now()))
 
     def status(self, what, status, detail=""):
         self.write('{"ev":"%s","status":"%s","detail":"%s"}' % (what, status, detail.replace('"', "'")))
