@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 
 import pytest
 
 from host_harness.image.firmware_constants import firmware_constant, firmware_int
+from host_harness.link.replies import REPLY_KIND
 from host_harness.paths import FIRMWARE_DIR
 
 
@@ -28,3 +30,18 @@ def test_const_wrapped_values_are_read() -> None:
 def test_a_missing_constant_is_named() -> None:
     with pytest.raises(LookupError, match=r"firmware/protocol\.py assigns no constant NO_SUCH"):
         firmware_constant("protocol", "NO_SUCH")
+
+
+def test_the_host_knows_the_reply_to_every_op_the_console_takes() -> None:
+    # The ops are read from the firmware's dispatcher (each `op == "name"`), so an op added there
+    # without its reply kind in host_harness/link/replies.py fails here, not as a timeout later.
+    tree = ast.parse((FIRMWARE_DIR / "serial_link.py").read_text())
+    ops = {
+        c.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "op"
+        for c in node.comparators
+        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+    }
+    assert ops >= {"set", "ping"}, f"the dispatcher was not found: {sorted(ops)}"
+    assert ops == set(REPLY_KIND)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fuzz.oracle import ANSWERS
-
+from host_harness.link.replies import ANSWERS
 from host_harness.pytest_plugin import DeviceFactory
 
 

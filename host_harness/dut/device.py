@@ -17,6 +17,7 @@ from host_harness.core.events import Event, WaitTimeout
 from host_harness.core.ids import IdMaker
 from host_harness.dut import boards
 from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, UnixDevice
+from host_harness.link.replies import REPLY_KIND
 from host_harness.link.serial_link import SerialLink
 
 
@@ -26,16 +27,6 @@ class CommandError(RuntimeError):
     def __init__(self, event: Event) -> None:
         self.event = event
         super().__init__(f"device refused command {event.get('id')!r}: {event.get('code')}: {event.get('msg')}")
-
-
-REPLY_KIND = {
-    "set": ("change",),
-    "get": ("state",),
-    "ping": ("pong",),
-    "info": ("info",),
-    "press": ("ack",),
-    "heap": ("heap",),
-}
 
 
 def unix_config(
@@ -97,7 +88,7 @@ class Device:
         cid = fields.pop("id", None) or self.ids()
         since = self.log.cursor
         t = self.link.send({"op": op, "id": cid, **fields})
-        kinds = (*REPLY_KIND.get(op, ()), "error")
+        kinds = (REPLY_KIND[op], "error") if op in REPLY_KIND else ("error",)
         ev = self.log.wait_for(
             lambda e: e.get("id") == cid and e.kind in kinds,
             timeout,

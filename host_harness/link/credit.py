@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 from host_harness.core.events import WaitTimeout
+from host_harness.link.replies import ONLY_REPLIES
 
 NUDGE_S = 0.25  # a lone line end while a line longer than the window is unanswered
-REPLY_KINDS = frozenset({"pong", "state", "ack", "info", "heap"})
 CTRL_C = 3
 
 
@@ -38,7 +38,7 @@ def is_reply(data: dict[str, Any]) -> bool:
     device's own (status, changes from MQTT or the button, errors with a
     ``src``) are not replies."""
     kind = data.get("ev")
-    if kind in REPLY_KINDS:
+    if kind in ONLY_REPLIES:
         return True
     if kind == "error":
         return "src" not in data

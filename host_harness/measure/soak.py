@@ -21,12 +21,12 @@ import time
 from host_harness.core.events import Event, WaitTimeout
 from host_harness.dut.device import CommandError, Device
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.link.replies import ANSWERS
 from host_harness.measure.progress import Progress
 from host_harness.measure.soak_inputs import Generator, Item, dumps_line
 from host_harness.measure.soak_result import HeapSample, SoakResult
 
 WINDOW = 4096  # events kept per log: a batch is checked right after its barrier
-ANSWERS = ("change", "error", "pong", "state", "info", "ack", "heap")
 
 
 class Soak:

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import assume, reject
 
 from fuzz.oracle import (
-    ANSWERS,
     CTRL_C,
     ID_CHARS,
     Expect,
@@ -26,6 +25,7 @@ from host_harness.core.ids import IdMaker
 from host_harness.dut.device import Device
 from host_harness.link.credit import split_lines
 from host_harness.link.mqtt_client import HostMqtt
+from host_harness.link.replies import ANSWERS
 
 MAX_EXCUSED = 0.1  # of the examples: more left unjudged fails the test (see SerialFuzzer)
 

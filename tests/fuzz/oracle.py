@@ -19,6 +19,7 @@ from host_harness import children
 from host_harness.core.events import Event
 from host_harness.dut.unix_device import find_micropython
 from host_harness.image.firmware_constants import firmware_constant, firmware_int
+from host_harness.link.replies import REPLY_KIND
 
 MAX_LEN = firmware_int("protocol", "MAX_LEN")  # the firmware's longest serial line / MQTT payload
 MAX_ID = firmware_int("protocol", "MAX_ID")
@@ -26,7 +27,6 @@ MAX_BRACKETS = firmware_int("protocol", "MAX_BRACKETS")  # more "[" and "{" than
 ID_CHARS = string.ascii_letters + string.digits + str(firmware_constant("protocol", "_ID_PUNCT"))
 CTRL_C = b"\x03"
 LINE_END = re.compile(rb"[\r\n]")
-ANSWERS = ("change", "error", "pong", "state", "info", "ack", "heap")
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,11 @@ def judge_serial_line(line: bytes, reader: MicroPythonJson) -> Expect:
         return Expect("error", "bad_id")
     cid = i
     op = obj.get("op")
-    plain = {"get": "state", "info": "info", "press": "ack", "heap": "heap"}
     if isinstance(op, str) and op == "set":
         return _state_fields(obj, ("op", "id", "state", "brightness"), cid)
     if isinstance(op, str) and op == "ping":
         fields: tuple[str, ...] = ("op", "id", "t")
-    elif isinstance(op, str) and op in plain:
+    elif isinstance(op, str) and op in REPLY_KIND:
         fields = ("op", "id")
     elif op is None:
         return Expect("error", "no_op", cid)
@@ -203,7 +202,7 @@ def judge_serial_line(line: bytes, reader: MicroPythonJson) -> Expect:
         return Expect("error", "unknown_op", cid)
     if any(k not in fields for k in obj):
         return Expect("error", "unknown_field", cid)
-    return Expect(plain.get(op, "pong"), None, cid)
+    return Expect(REPLY_KIND[op], None, cid)
 
 
 def judge_serial(payload: bytes, reader: MicroPythonJson) -> list[Expect]:
