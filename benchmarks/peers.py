@@ -63,6 +63,7 @@ from host_harness.dut.unix_device import DEFAULT_HEAPSIZE, find_micropython
 from host_harness.image import firmware_build
 from host_harness.measure.capture import Capture, CaptureError, WirePacket, passages
 from host_harness.measure.progress import Progress
+from host_harness.netfault import packetlog
 
 UMQTT = "micropython-umqtt.simple"
 UMQTT_VERSION = "1.3.4"
@@ -258,8 +259,7 @@ def wire_split(packets: list[WirePacket], port: int, ids: list[str], journeys: l
     firmware's work on it, writing the report."""
     cols: dict[str, list[float]] = {k: [] for k in SPLIT[1:] + INSIDE}
     for cid, ms in zip(ids, journeys, strict=True):
-        needle = f'"{cid}"'.encode()
-        got = passages(packets, port, needle)
+        got = passages(packets, port, packetlog.quoted(cid))
         # the command's first copy out (to the device; a second subscriber may get one too), then
         # the report: the first message with the id to go into the broker after that
         c_in, c_out = (got[0].into, got[0].out) if got else (None, None)
@@ -274,8 +274,7 @@ def wire_split(packets: list[WirePacket], port: int, ids: list[str], journeys: l
         cols["broker, command"].append((c_out - c_in) / 1e3)
         cols["device"].append((r_in - c_out) / 1e3)
         cols["broker, report"].append((r_out - r_in) / 1e3)
-        report = next((p.data for p in packets if p.dst == port and needle in p.data and p.t_ns == r_in), b"")
-        stamps = {k.decode(): int(v) * 1000 for k, v in _STAMP.findall(report)}
+        stamps = {k.decode(): int(v) * 1000 for k, v in _STAMP.findall(rep.data)}
         if len(stamps) == 2:
             cols["in -> t_rx"].append((stamps["t_rx"] - c_out) / 1e3)
             cols["t_rx -> t_tx"].append((stamps["t_tx"] - stamps["t_rx"]) / 1e3)

@@ -35,8 +35,9 @@ def test_each_packet_is_stamped_on_the_monotonic_clock_between_its_send_and_its_
     for s in (cli, peer):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     brackets = []
+    cap = Capture(port)
     try:
-        with Capture(port) as cap:
+        with cap:
             for i in range(20):
                 t0 = time.monotonic_ns()
                 cli.sendall(b'{"id":"q-%d"}' % i)

@@ -20,6 +20,7 @@ from host_harness.broker.start import start_broker
 from host_harness.core.events import Event
 from host_harness.dut.device import Device
 from host_harness.dut.unix_device import find_micropython
+from host_harness.netfault.framing import MqttFramer, mqtt_publish_payload, mqtt_publish_topic
 from host_harness.netfault.proxy import FaultProxy
 from host_harness.paths import FIRMWARE_DIR
 from host_harness.pytest_plugin import DeviceFactory
@@ -94,50 +95,44 @@ def test_a_device_with_a_600_s_keepalive_connects_and_works(device_factory: Devi
 
 PUBLISH_CASES = """
 import mqtt_proto
-for tl, ml, pid, ack in ((5, 10, 0, 0), (5, 10, 0, 7), (5, 10, 300, 0), (30, 200, 0, 9), (100, 20000, 2, 0),
-                         (10, 2097140, 0, 0)):
+for k, (tl, ml, pid, ack) in enumerate(((5, 10, 0, 0), (5, 10, 0, 7), (5, 10, 300, 0), (30, 200, 0, 9),
+                                         (100, 20000, 2, 0), (10, 2097140, 0, 0))):
     p = mqtt_proto.publish(mqtt_proto._str("t" * tl), b"m" * ml, True, pid, ack)
-    print(tl, ml, pid, ack, len(p), bytes(p[:128]).hex(), bytes(p[-4:]).hex())
+    with open(OUT + "/%d" % k, "wb") as f:
+        f.write(p)
+    print(tl, ml, pid, ack)
 """
 
 
-def _read_publish(head: bytes, tail: bytes, size: int) -> tuple[int, int, int, int, int]:
-    """A PUBLISH read by MQTT 3.1.1 from its first 128 bytes, its last 4 and its size: (flags,
-    topic length, payload length, packet id (0: QoS 0), id of the PUBACK written after it (0:
-    none))."""
-    assert head[0] >> 4 == 3, "not a PUBLISH"
-    n = shift = 0
-    i = 1
-    while True:
-        b = head[i]
-        n |= (b & 0x7F) << shift
-        i += 1
-        if not b & 0x80:
-            break
-        shift += 7
-        assert i < 5, "a remaining length of more than 4 bytes"
-    ack = 0
-    if size == i + n + 4:
-        assert tail[:2] == b"\x40\x02", "4 bytes after the PUBLISH that are no PUBACK"
-        ack = int.from_bytes(tail[2:], "big")
-    else:
-        assert size == i + n, f"remaining length {n} in a packet of {size} bytes"
-    tl = int.from_bytes(head[i : i + 2], "big")
-    pid = int.from_bytes(head[i + 2 + tl : i + 4 + tl], "big") if head[0] & 0x06 else 0
-    return head[0] & 0x0F, tl, n - 2 - tl - (2 if pid else 0), pid, ack
+def _packets(stream: bytes) -> list[bytes]:
+    """A byte stream cut into its MQTT packets by the host's own framing (the fault proxy's)."""
+    out: list[bytes] = []
+    cur = bytearray()
+    for piece in MqttFramer().split(stream):
+        assert piece.framed, "not MQTT"
+        cur += piece.data
+        if piece.end:
+            out.append(bytes(cur))
+            cur.clear()
+    assert not cur, f"{len(cur)} bytes left over after the last whole packet"
+    return out
 
 
-def test_a_publish_is_framed_as_mqtt_says_whatever_the_length_of_its_remaining_length() -> None:
-    """The firmware builds each PUBLISH in one allocation, its remaining length (1 to 4 bytes, 7
-    bits a byte) written in place: read back by the specification at lengths whose encoding
-    takes 1, 2, 3 and 4 bytes, at QoS 1, and with a QoS 0 one's PUBACK after it."""
-    out = _mp(PUBLISH_CASES, heapsize="8m").splitlines()
+def test_a_publish_is_framed_as_mqtt_says_whatever_the_length_of_its_remaining_length(tmp_path: Path) -> None:
+    """The firmware builds each PUBLISH in one buffer, its remaining length (1 to 4 bytes, 7 bits a
+    byte) written in place: read back by the host's MQTT framing at lengths whose encoding takes 1,
+    2, 3 and 4 bytes, at QoS 1, and with a QoS 0 one's PUBACK after it."""
+    out = _mp(f"OUT = {str(tmp_path)!r}\n" + PUBLISH_CASES, heapsize="8m").splitlines()
     assert len(out) == 6
-    for line in out:
-        tl, ml, pid, ack, size, head, tail = line.split()
-        got = _read_publish(bytes.fromhex(head), bytes.fromhex(tail), int(size))
-        want_flags = 0b0011 if int(pid) else 0b0001  # retained; QoS 1 with a packet id
-        assert got == (want_flags, int(tl), int(ml), int(pid), int(ack)), line
+    for k, line in enumerate(out):
+        tl, ml, pid, ack = (int(x) for x in line.split())
+        publish, *rest = _packets((tmp_path / str(k)).read_bytes())
+        assert publish[0] == (0x33 if pid else 0x31), line  # retained; QoS 1 with a packet id
+        assert mqtt_publish_topic(publish) == "t" * tl, line
+        assert mqtt_publish_payload(publish) == b"m" * ml, line
+        if pid:
+            assert publish[-ml - 2 : -ml] == pid.to_bytes(2, "big"), line
+        assert rest == ([b"\x40\x02" + ack.to_bytes(2, "big")] if ack else []), line
 
 
 # -- sockets ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -192,10 +192,12 @@ def _tcp(ip: memoryview) -> memoryview | None:
 @dataclass(frozen=True)
 class Passage:
     """One message's packets through a broker: into it (``into``) and out of it (``out``), by
-    monotonic time; ``None`` where the capture holds none."""
+    monotonic time; ``None`` where the capture holds none. ``data``: the payload of the packet into
+    it that carries the needle (not compared)."""
 
     into: int | None
     out: int | None
+    data: bytes = field(default=b"", compare=False)
 
 
 def passages(packets: list[WirePacket], broker_port: int, needle: bytes) -> list[Passage]:
@@ -207,18 +209,22 @@ def passages(packets: list[WirePacket], broker_port: int, needle: bytes) -> list
     out to the client. A message the broker sends to two subscribers is two passages with one
     ``into``; one that never came out is a passage without ``out``."""
     out: list[Passage] = []
-    last: int | None = None
+    last: WirePacket | None = None
     sent = True
     for p in packets:
         if needle not in p.data:
             continue
         if p.dst == broker_port:
             if not sent:
-                out.append(Passage(last, None))
-            last, sent = p.t_ns, False
+                out.append(_passage(last, None))
+            last, sent = p, False
         elif p.src == broker_port:
-            out.append(Passage(last, p.t_ns))
+            out.append(_passage(last, p.t_ns))
             sent = True
     if not sent:
-        out.append(Passage(last, None))
+        out.append(_passage(last, None))
     return out
+
+
+def _passage(into: WirePacket | None, out: int | None) -> Passage:
+    return Passage(None, out) if into is None else Passage(into.t_ns, out, into.data)
