@@ -39,6 +39,7 @@ WAITS = {
     "firmware": "the same beside lightctl's other idle waits (console on stdin, a timer task)",
 }
 TIMEOUT_S = 5.0
+WARM_UP = 5  # rounds before those that count
 
 
 class Probe:
@@ -93,14 +94,14 @@ def run(count: int, spacing_ms: float, heapsize: str) -> dict[str, list[float]]:
     probes = [Probe(w, micropython, heapsize) for w in WAITS]
     out: dict[str, list[float]] = {w: [] for w in WAITS}
     gap = spacing_ms / 1000 / len(probes)
-    bar = Progress(count + 5, "wake")
+    bar = Progress(count + WARM_UP, "wake")
     try:
-        for i in range(count + 5):  # the first 5 rounds warm up
+        for i in range(count + WARM_UP):
             order = random.sample(probes, len(probes))
             for p in order:
                 time.sleep(gap)
                 us = p.wake()
-                if i >= 5:
+                if i >= WARM_UP:
                     out[p.wait].append(us)
             bar.update()
     finally:
@@ -119,12 +120,13 @@ def main() -> None:
     if args.count < 1 or args.spacing_ms < 0:
         ap.error("--count must be at least 1 and --spacing-ms not negative")
     res = run(args.count, args.spacing_ms, args.heapsize)
-    base = latency.summarize(x / 1000 for x in res["read"])
     rows = []
-    for wait, what in WAITS.items():
+    base = 0
+    for wait, what in WAITS.items():  # "read" first: the floor
         s = latency.summarize(x / 1000 for x in res[wait])
         p50, p99 = round(s.p50 * 1000), round(s.p99 * 1000)
-        rows.append([wait, s.count, p50, p99, f"{s.p50 / base.p50:.2f}x", f"{p50 - round(base.p50 * 1000):+d}", what])
+        base = base or p50
+        rows.append([wait, s.count, p50, p99, f"{p50 / base:.2f}x", f"{p50 - base:+d}", what])
     print(render(["wait", "n", "p50 µs", "p99 µs", "p50 / read", "p50 - read µs", "how"], rows, "lrrrrrl"))
     print(f"µs from the host's send to the probe's ticks_us after its wait, each probe idle {args.spacing_ms:g} ms "
           f"between bytes, heap {args.heapsize}, the probes sent to in turn")  # fmt: skip
