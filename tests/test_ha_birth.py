@@ -85,12 +85,15 @@ def test_home_assistants_birth_message_gets_the_config_and_state_again_and_offli
 ) -> None:
     dev = device_factory(broker=stock.info, config={"mqtt": {"discovery_prefix": prefix}} if prefix else None)
     dev.wait_mqtt()
-    dev.set("ON", 123, cmd_id="birth-1")
     pre = prefix or "homeassistant"
     config_t, state_t, pong_t = f"{pre}/light/{dev.device_id}/config", f"{dev.base}/state", f"{dev.base}/pong"
     w = Watcher(stock.port, [config_t, state_t, pong_t])
     try:
         w.wait(lambda line: "SUBACK" in line, "the watcher's subscription")
+        # A console command is answered on the console first and reported over MQTT after:
+        # its state is waited for here, so that it cannot arrive after "offline" below.
+        dev.set("ON", 123, cmd_id="birth-1")
+        w.wait(lambda line: line.startswith(state_t) and '"birth-1"' in line, "the state of birth-1")
         # "offline" (Home Assistant going away) asks for nothing: the ping sent
         # after it is answered with nothing published before its pong.
         _pub(stock.port, f"{pre}/status", "offline")
