@@ -161,12 +161,20 @@ class MqttLink:
     async def error(self, e):
         s = protocol.error_json(e)
         self.app.serial.write(s[:-1] + ',"src":"mqtt"}')
-        try:
-            await self.client.publish(self.t_state[:-5] + "error", s)
-        except MemoryError:
-            self.lost()
-        except Exception:
-            pass  # a dead link: the reader notices it and reconnects
+        # As post(): on MemoryError, collected and tried once more (what the
+        # failed try held is garbage by then), then reported (lost). Only the
+        # packet's making is tried again: once written, it is not written twice.
+        for _ in (0, 1):
+            try:
+                p = self.client.put(self.t_state[:-5] + "error", s)
+            except MemoryError:
+                gc.collect()
+                continue
+            except Exception:
+                return  # a dead link: the reader notices it and reconnects
+            await self.flush(p)
+            return
+        self.lost()
 
     async def on_message(self, topic, buf, off, n, retained):
         t_rx = self.client.t_packet
